@@ -1,0 +1,41 @@
+"""The one place where intensities are converted between user space and model space.
+
+Contract used throughout meddiff:
+- *image space*: float32 in [0, 1] (after robust normalisation of the user's data);
+- *model space*: float32 in [-1, 1], what every diffusion network sees and every sampler returns.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def to_model(x01: torch.Tensor) -> torch.Tensor:
+    """Map image space [0, 1] to model space [-1, 1]."""
+    return x01 * 2.0 - 1.0
+
+
+def from_model(xm: torch.Tensor) -> torch.Tensor:
+    """Map model space [-1, 1] back to image space [0, 1] (no clipping)."""
+    return (xm + 1.0) * 0.5
+
+
+def normalize_percentile(x: np.ndarray, lo: float = 0.5, hi: float = 99.5,
+                         mask: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+    """Robustly rescale an image to [0, 1] using percentiles (of ``mask`` voxels if given).
+
+    Returns the rescaled float32 array (clipped to [0, 1]) and the (low, high) values used, so
+    the mapping can be inverted with :func:`denormalize`.
+    """
+    vals = x[mask] if mask is not None and mask.any() else x.ravel()
+    a, b = np.percentile(vals, [lo, hi]).astype(float)
+    if not np.isfinite([a, b]).all() or b <= a:
+        b = a + 1.0
+    y = np.clip((x.astype(np.float32) - a) / (b - a), 0.0, 1.0)
+    return y.astype(np.float32), (float(a), float(b))
+
+
+def denormalize(y01: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Invert :func:`normalize_percentile` for values inside the window."""
+    a, b = window
+    return (y01 * (b - a) + a).astype(np.float32)
