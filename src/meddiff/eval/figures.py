@@ -1,0 +1,282 @@
+"""Figure helpers for reports: image grids, comparison panels, overlays, curves.
+
+Matplotlib with the Agg canvas on standalone ``Figure`` objects (no pyplot, so no global figure
+state and nothing to close). Every file is written atomically: rendered into a temporary file in
+the destination folder, then moved over the target with ``os.replace`` (:func:`atomic_write`);
+on any error the temporary file is removed and an existing target is left untouched. The format follows the
+suffix: .png, .pdf, .svg, .jpg. Inputs may be numpy arrays or torch tensors; complex images are
+shown as magnitude. Grids and overlays take image space [0, 1] and clip to it for display;
+panels take any range (see ``vmin`` / ``vmax``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+
+from meddiff.errors import InputError
+
+FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+Range = float | Sequence[float | None] | None
+
+
+def _array(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        x = x.abs() if x.is_complex() else x
+        return x.to(torch.float64).numpy()
+    a = np.asarray(x)
+    a = np.abs(a) if np.iscomplexobj(a) else a
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{name} must be numeric, got dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
+def _target(path: str | Path) -> tuple[Path, str]:
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise InputError(f"unsupported figure format {path.suffix!r}; use one of "
+                         f"{', '.join('.' + f for f in FORMATS)}")
+    return path, fmt
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Run ``write(fileobj)`` on a temporary file next to ``path``, then ``os.replace`` it there.
+
+    Parent folders are created; the file gets the usual permissions (the umask applies). On any
+    failure the temporary file is removed and an existing ``path`` is left untouched; OS errors
+    become InputError.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w+b") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write(fig: Figure, path: Path, fmt: str, dpi: int) -> Path:
+    return atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=dpi, bbox_inches="tight"))
+
+
+def _image2d(x, name: str) -> np.ndarray:
+    a = _array(x, name)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise InputError(f"{name} must be a 2D image (H, W), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{name} contains NaN or Inf")
+    return a
+
+
+def _cmap(name: str):
+    if name not in colormaps:
+        raise InputError(f"unknown matplotlib colormap {name!r}")
+    return colormaps[name]
+
+
+def _rgba(color: str) -> tuple[float, float, float, float]:
+    try:
+        return to_rgba(color)
+    except ValueError:
+        raise InputError(f"unknown matplotlib colour {color!r}") from None
+
+
+def _hide_axes(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def save_grid(path: str | Path, images, nrow: int = 8, title: str | None = None,
+              dpi: int = 100) -> Path:
+    """Tile images (N, 1, H, W) in image space [0, 1] into a grid, ``nrow`` images per row.
+
+    ``nrow`` counts images per row (as in torchvision's ``make_grid``); tiles are separated by a
+    2-pixel white border; values are clipped to [0, 1] and shown in grey.
+    """
+    target = _target(path)
+    x = _array(images, "images")
+    if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] == 0:
+        raise InputError(f"images must have shape (N, 1, H, W) with N >= 1, got {x.shape}")
+    if not np.isfinite(x).all():
+        raise InputError("images contain NaN or Inf")
+    if nrow < 1:
+        raise InputError(f"nrow must be >= 1, got {nrow}")
+    n, _, h, w = x.shape
+    cols, rows, pad = min(nrow, n), math.ceil(n / nrow), 2
+    mosaic = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
+        mosaic[y0:y0 + h, x0:x0 + w] = np.clip(x[i, 0], 0.0, 1.0)
+    scale = max(1.0, 96.0 / max(h, w)) / dpi  # inches per pixel; small tiles get enlarged
+    fig = _new_figure(max(2.0, mosaic.shape[1] * scale), max(2.0, mosaic.shape[0] * scale))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _write(fig, *target, dpi=dpi)
+
+
+# ----------------------------------------------------------------------------- panel
+
+
+def _per_column(value: Range, n: int, name: str) -> list[float | None]:
+    if value is None or isinstance(value, int | float):
+        return [None if value is None else float(value)] * n
+    vals = list(value)
+    if len(vals) != n:
+        raise InputError(f"{name} must be a number or one value per column ({n}), got {len(vals)}")
+    return [None if v is None else float(v) for v in vals]
+
+
+def _suptitle(suptitle: str | None, metrics: Mapping[str, float] | None) -> str | None:
+    parts = [suptitle] if suptitle else []
+    parts += [f"{k} {v:.4g}" for k, v in (metrics or {}).items()]
+    return " | ".join(parts) or None
+
+
+def save_panel(path: str | Path, columns: Sequence[tuple[str, object]], vmin: Range = 0.0,
+               vmax: Range = 1.0, cmap: str = "gray", error_columns: Sequence[int] = (),
+               error_cmap: str = "magma", suptitle: str | None = None,
+               metrics: Mapping[str, float] | None = None, dpi: int = 100) -> Path:
+    """One row of titled 2D images, e.g. ``[("input", x), ("recon", y), ("|error|", e)]``.
+
+    vmin / vmax: a number shared by all image columns (default the image-space range [0, 1]),
+    one value per column (``None`` = that column's own min / max), or ``None`` (all automatic).
+    error_columns: indices drawn with ``error_cmap`` and a colour bar; a shared number does not
+    apply to them (their range is [min(0, e.min()), e.max()] unless given per column).
+    suptitle and ``metrics`` (e.g. ``{"PSNR": 31.2, "SSIM": 0.91}``) form the figure title.
+    """
+    target = _target(path)
+    if not columns:
+        raise InputError("save_panel needs at least one column")
+    imgs = [_image2d(a, f"column {t!r}") for t, a in columns]
+    n = len(imgs)
+    errs = set(error_columns)
+    if not errs <= set(range(n)):
+        raise InputError(f"error_columns must be indices in [0, {n}), got {sorted(errs)}")
+    shared = not isinstance(vmin, Sequence) and not isinstance(vmax, Sequence)
+    lo, hi = _per_column(vmin, n, "vmin"), _per_column(vmax, n, "vmax")
+    cm, ecm = _cmap(cmap), _cmap(error_cmap)
+    fig = _new_figure(2.6 * n, 2.9)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for i, ((title, _), img, ax) in enumerate(zip(columns, imgs, axes)):
+        is_err = i in errs
+        a, b = (None, None) if (is_err and shared) else (lo[i], hi[i])
+        if is_err:
+            a = min(0.0, float(img.min())) if a is None else a
+        im = ax.imshow(img, cmap=ecm if is_err else cm, vmin=a, vmax=b,
+                       interpolation="nearest")
+        ax.set_title(str(title), fontsize=10)
+        _hide_axes(ax)
+        if is_err:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    text = _suptitle(suptitle, metrics)
+    if text:
+        fig.suptitle(text, fontsize=11)
+    return _write(fig, *target, dpi=dpi)
+
+
+# ----------------------------------------------------------------------------- overlay
+
+
+def save_overlay(path: str | Path, image, mask_or_prob, alpha: float = 0.5,
+                 title: str | None = None, cmap: str = "autumn", mask_color: str = "red",
+                 dpi: int = 100) -> Path:
+    """Grey image (H, W) in [0, 1] with a mask or probability map (H, W) drawn on top.
+
+    A boolean (or 0/1 integer) mask is drawn in ``mask_color`` with opacity ``alpha``; a float
+    map in [0, 1] (probability / anomaly score) is coloured with ``cmap`` with opacity
+    ``alpha * p``, so p = 0 is transparent and p = 1 has opacity ``alpha``.
+    """
+    target = _target(path)
+    img = np.clip(_image2d(image, "image"), 0.0, 1.0)
+    is_mask = (mask_or_prob.dtype == torch.bool or not mask_or_prob.is_floating_point()) \
+        if isinstance(mask_or_prob, torch.Tensor) else np.asarray(mask_or_prob).dtype.kind in "biu"
+    p = _image2d(mask_or_prob, "mask_or_prob")
+    if p.shape != img.shape:
+        raise InputError(f"shape mismatch: image {img.shape} vs mask_or_prob {p.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
+    if p.min() < 0.0 or p.max() > 1.0:
+        raise InputError("mask_or_prob must lie in [0, 1] (bool mask or probability map)")
+    if is_mask:
+        rgba = np.broadcast_to(np.array(_rgba(mask_color)), p.shape + (4,)).copy()
+    else:
+        rgba = _cmap(cmap)(p)
+    rgba[..., 3] = alpha * p
+    fig = _new_figure(4.0, 4.3 if title else 4.0)
+    ax = fig.add_subplot()
+    ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.imshow(rgba, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _write(fig, *target, dpi=dpi)
+
+
+# ----------------------------------------------------------------------------- curve
+
+
+def save_curve(path: str | Path, xs, ys_by_label: Mapping[str, object], xlabel: str,
+               ylabel: str, title: str | None = None, logx: bool = False, dpi: int = 100) -> Path:
+    """Line plot of several series over shared x values, e.g. PSNR vs number of steps.
+
+    xs: (n,) numbers; ys_by_label: {label: (n,) numbers}, one line each (markers when n <= 30);
+    ``logx`` needs positive xs.
+    """
+    target = _target(path)
+    x = _array(xs, "xs").ravel()
+    if not ys_by_label:
+        raise InputError("save_curve needs at least one series")
+    series = {str(k): _array(v, f"series {k!r}").ravel() for k, v in ys_by_label.items()}
+    bad = [k for k, v in series.items() if v.shape != x.shape]
+    if bad:
+        raise InputError(f"series {bad} do not have the {x.size} values of xs")
+    if logx and (x <= 0).any():
+        raise InputError("logx needs strictly positive xs")
+    fig = _new_figure(5.0, 3.6)
+    ax = fig.add_subplot()
+    for label, y in series.items():
+        ax.plot(x, y, marker="o" if x.size <= 30 else None, markersize=3, label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _write(fig, *target, dpi=dpi)

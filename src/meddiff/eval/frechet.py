@@ -1,0 +1,189 @@
+"""FD-MedEnc: Fréchet distance between Gaussian fits of meddiff-encoder features of two image sets.
+
+This is *not* FID. FID (Heusel et al. 2017, arXiv:1706.08500) uses an ImageNet Inception-v3 whose
+weights would have to be downloaded and which has never seen an MR image. FD-MedEnc applies the same
+Fréchet distance to the 128-d features of :class:`FeatureEncoder`, a small CNN that meddiff trains
+itself on its built-in brain slices (``scripts/train_feature_encoder.py``; weights bundled as
+``meddiff/zoo/weights/feature_encoder.safetensors`` with a JSON card next to them). Values are only
+comparable between runs that use the same encoder weights *and* the same number of images (the
+estimator is biased for finite samples; Chong & Forsyth 2020, arXiv:1911.07023).
+
+Fréchet (2-Wasserstein) distance between N(mu1, C1) and N(mu2, C2) (Dowson & Landau 1982,
+J. Multivariate Anal. 12(3):450-455, the squared form used as FID by Heusel et al. 2017):
+
+    d^2 = ||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^{1/2})
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from meddiff.data.intensity import to_model
+from meddiff.errors import InputError
+from meddiff.eval.figures import atomic_write
+
+#: Where the trained encoder weights are bundled (a JSON model card lies next to them).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "feature_encoder.safetensors"
+_FORMAT = "meddiff.eval.frechet.FeatureEncoder/v1"
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(8, cout), nn.SiLU()]
+
+
+class FeatureEncoder(nn.Module):
+    """Small CNN mapping image-space slices to realism/anatomy features.
+
+    Input (B, 1, H, W) float in image space [0, 1] (any H, W: resized to 64 x 64 with
+    antialiased bilinear interpolation, then mapped to model space [-1, 1]); output (B, 128).
+    Seven 3x3 convolutions, four of stride 2 (64 -> 4), with GroupNorm, so a feature never
+    depends on the other images in the batch; the 128 x 4 x 4 map is flattened (keeping the
+    layout, i.e. anatomy) and linearly projected. ``seed`` makes the random initialisation reproducible without
+    touching the global RNG.
+    """
+
+    SIZE = 64
+    FEATURES = 128
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.body = nn.Sequential(
+                *_conv(1, 32, 2), *_conv(32, 32),       # 32 x 32
+                *_conv(32, 64, 2), *_conv(64, 64),      # 16 x 16
+                *_conv(64, 128, 2), *_conv(128, 128),   # 8 x 8
+                *_conv(128, 128, 2),                    # 4 x 4
+            )
+            self.proj = nn.Linear(128 * 4 * 4, self.FEATURES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.SIZE, self.SIZE):
+            x = F.interpolate(x, size=(self.SIZE, self.SIZE), mode="bilinear",
+                              align_corners=False, antialias=True)
+        return self.proj(self.body(to_model(x)).flatten(1))
+
+
+def save_feature_encoder(encoder: FeatureEncoder, path: str | Path) -> Path:
+    """Write the encoder weights as safetensors, atomically (temp file + ``os.replace``)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    data = save(state, metadata={"format": _FORMAT})
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def load_feature_encoder(path: str | Path | None = None) -> FeatureEncoder:
+    """Load a :class:`FeatureEncoder` (eval mode, CPU) from safetensors; default: the bundled weights.
+
+    Raises InputError when the file is missing or does not hold FeatureEncoder weights.
+    """
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise InputError(f"FD-MedEnc encoder weights not found at {path}; "
+                         "train them with `python scripts/train_feature_encoder.py`")
+    encoder = FeatureEncoder()
+    try:
+        encoder.load_state_dict(load_file(str(path)), strict=True)
+    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
+        raise InputError(f"{path} does not hold FeatureEncoder weights "
+                         f"({str(exc).splitlines()[0]})") from None
+    return encoder.eval()
+
+
+def _as_images(images: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    x = torch.as_tensor(images) if isinstance(images, np.ndarray) else images
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 1:
+        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise InputError(f"{name} must be images of shape (N, 1, H, W), got {shape}")
+    if x.shape[0] < 2:
+        raise InputError(f"{name} needs at least 2 images to fit a covariance, got {x.shape[0]}")
+    if x.is_complex() or not torch.isfinite(x).all():
+        raise InputError(f"{name} must be real and finite (image space [0, 1])")
+    return x
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, images: torch.Tensor | np.ndarray,
+           batch_size: int = 128) -> np.ndarray:
+    """Features (N, F) float64 of images (N, 1, H, W) in image space [0, 1], in eval mode."""
+    x = _as_images(images, "images")
+    p = next(encoder.parameters())
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        feats = [encoder(x[i:i + batch_size].to(p.device, torch.float32)).double().cpu()
+                 for i in range(0, x.shape[0], batch_size)]
+    finally:
+        encoder.train(was_training)
+    return torch.cat(feats).numpy()
+
+
+def feature_stats(encoder: nn.Module, images: torch.Tensor | np.ndarray,
+                  batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (F,) and unbiased covariance (F, F) of the encoder features of images (N >= 2, 1, H, W)."""
+    f = encode(encoder, images, batch_size)
+    return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def _sqrtm_product(cov1: np.ndarray, cov2: np.ndarray, eps: float) -> np.ndarray:
+    """(C1 C2)^{1/2} with scipy; retried on C_i + eps I when the root is non-finite or complex."""
+    def root(a: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return scipy.linalg.sqrtm(a)
+
+    def bad(s: np.ndarray) -> bool:
+        scale = max(1.0, float(np.abs(np.diag(s)).max()))
+        return not np.isfinite(s).all() or (
+            np.iscomplexobj(s) and float(np.abs(np.diag(s).imag).max()) > 1e-3 * scale)
+
+    s = root(cov1 @ cov2)
+    if bad(s):
+        off = eps * np.eye(cov1.shape[0])
+        s = root((cov1 + off) @ (cov2 + off))
+        if bad(s):
+            raise InputError("covariance matrices are too ill-conditioned for the Fréchet distance")
+    return np.real(s)
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """Squared Fréchet distance between N(mu1, cov1) and N(mu2, cov2) (formula in module docstring).
+
+    mu: (d,) (a scalar is read as d = 1); cov: (d, d) symmetric PSD. The matrix root is
+    ``scipy.linalg.sqrtm(cov1 @ cov2)``; if it is non-finite or has a non-negligible imaginary
+    diagonal (near-singular covariances, e.g. fewer samples than features), it is recomputed with
+    ``eps`` added to both diagonals; a negligible imaginary residue is dropped. Result >= 0.
+    """
+    m1, m2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
+    c1, c2 = (np.atleast_2d(np.asarray(c, np.float64)) for c in (cov1, cov2))
+    d = m1.shape[0]
+    if m1.shape != (d,) or m2.shape != (d,) or c1.shape != (d, d) or c2.shape != (d, d):
+        raise InputError(f"expected mu (d,) and cov (d, d) for both Gaussians, got "
+                         f"{m1.shape}, {c1.shape}, {m2.shape}, {c2.shape}")
+    if not all(np.isfinite(a).all() for a in (m1, m2, c1, c2)):
+        raise InputError("means and covariances must be finite")
+    diff = m1 - m2
+    tr_root = float(np.trace(_sqrtm_product(c1, c2, eps)))
+    return max(float(diff @ diff + np.trace(c1) + np.trace(c2) - 2.0 * tr_root), 0.0)
+
+
+def fd_medenc(images_a: torch.Tensor | np.ndarray, images_b: torch.Tensor | np.ndarray,
+              encoder: nn.Module | None = None) -> float:
+    """FD-MedEnc between two image sets, each (N, 1, H, W) in image space [0, 1], N >= 2.
+
+    encoder: a :class:`FeatureEncoder` (or any module mapping (B, 1, H, W) to (B, F)); default
+    the bundled trained weights (InputError if they are missing). Lower = more similar sets;
+    compare values only at equal set sizes and with the same encoder.
+    """
+    enc = encoder if encoder is not None else load_feature_encoder()
+    mu_a, cov_a = feature_stats(enc, images_a)
+    mu_b, cov_b = feature_stats(enc, images_b)
+    return frechet_distance(mu_a, cov_a, mu_b, cov_b)
