@@ -82,6 +82,12 @@ class Denoiser:
         if self.parametrization not in ("eps", "x0", "v"):
             raise ValueError(f"unknown parametrization {self.parametrization!r}")
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network's parameters live (CPU for a parameter-free network)."""
+        p = next(self.net.parameters(), None)
+        return torch.device("cpu") if p is None else p.device
+
     # -- raw network call ---------------------------------------------------------------
     def net_output(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         """Call the network once on ``x_t`` (B, C, *spatial) at times ``t`` (B,) or scalar."""

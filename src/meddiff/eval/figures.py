@@ -280,3 +280,31 @@ def save_curve(path: str | Path, xs, ys_by_label: Mapping[str, object], xlabel: 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _write(fig, *target, dpi=dpi)
+
+
+# ----------------------------------------------------------------------------- bars
+
+
+def save_bars(path: str | Path, values: Mapping[str, float], ylabel: str, title: str | None = None,
+              logy: bool = False, dpi: int = 100) -> Path:
+    """Horizontal bar chart of named values (e.g. FD-MedEnc of several image sets), labelled."""
+    target = _target(path)
+    if not values:
+        raise InputError("save_bars needs at least one value")
+    names, vals = list(values), _array(list(values.values()), "values").ravel()
+    if logy and (vals <= 0).any():
+        raise InputError("a log axis needs strictly positive values")
+    fig = _new_figure(6.0, 0.5 * len(names) + 1.2)
+    ax = fig.add_subplot()
+    ax.barh(range(len(names)), vals, color="#4c72b0")
+    ax.set_yticks(range(len(names)), names, fontsize=9)
+    ax.invert_yaxis()
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
+    if logy:
+        ax.set_xscale("log")
+    ax.set_xlabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _write(fig, *target, dpi=dpi)

@@ -1,0 +1,218 @@
+"""``meddiff`` command line: a thin layer over :mod:`meddiff.api`.
+
+Every command takes ``--device auto|cpu|cuda`` and ``--seed``; commands that print metrics take
+``--json``. Errors the user can cause print one line ``meddiff: error: ...`` and exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+from meddiff import __version__
+from meddiff.errors import InputError, MeddiffError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (no usage dump) and exits 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"meddiff: error: {message} (see '{self.prog} --help')\n")
+
+
+def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to run (default: auto = CUDA if available)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def _print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """Rows as an aligned text table; ``columns`` are (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    cells += [[format(r[k], f) if f else str(r[k]) for k, _, f in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    numeric = [bool(f) for _, _, f in columns]
+    for j, line in enumerate(cells):
+        print("  ".join(c.rjust(w) if num else c.ljust(w)
+                        for c, w, num in zip(line, widths, numeric)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_sample(a: argparse.Namespace) -> None:
+    from meddiff import api
+    from meddiff.data.io import save_nifti
+    from meddiff.eval.figures import save_grid
+
+    model = api.load_model(a.model, device=a.device)
+    if model.spec.net.spatial_dims != 2:
+        raise InputError(f"{a.model}: 'sample' writes 2D grids; this model is 3D")
+    images = api.sample(model, n=a.n, sampler=a.sampler, steps=a.steps, seed=a.seed, eta=a.eta,
+                        batch_size=a.batch_size, progress=True)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = save_grid(out / "samples.png", images, nrow=min(8, a.n),
+                     title=f"{model.name}: {a.sampler} {a.steps} steps, seed {a.seed}")
+    for i, im in enumerate(images):
+        save_nifti(out / f"sample_{i:03d}.nii.gz", im[0].numpy())
+    print(f"wrote {grid} and {a.n} NIfTI files sample_000..{a.n - 1:03d}.nii.gz in {out}")
+
+
+def cmd_denoise(a: argparse.Namespace) -> None:
+    from meddiff import api
+    from meddiff.data.io import save_nifti
+    from meddiff.eval.figures import save_panel
+
+    model = api.load_model(a.model, device=a.device)
+    sl = api.read_slices(a.input, model.spec.image_size, resize=a.resize)
+    out = api.denoise(model, sl.images, a.sigma, method=a.method, steps=a.steps, seed=a.seed)
+    target = Path(a.out)
+    mid = len(out) // 2
+    save_nifti(target, sl.restore(out), sl.image.affine)
+    panel = save_panel(target.with_name(target.name.split(".")[0] + ".png"),
+                       [("input", sl.images[mid, 0]), (f"denoised ({a.method})", out[mid, 0]),
+                        ("|difference|", (out[mid, 0] - sl.images[mid, 0]).abs())],
+                       error_columns=[2], vmin=[0, 0, None], vmax=[1, 1, None])
+    print(f"wrote {target} and {panel}")
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from meddiff.demo import run_demo
+
+    res = run_demo(a.out, model_name=a.model, device=a.device, seed=a.seed, progress=not a.json)
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return
+    print(f"\nmeddiff demo: model {res['model']} on {res['device']}, "
+          f"{res['test_slices']} held-out test slices (4 contrasts), seed {res['seed']}\n")
+    _print_table(res["rows"], [("method", "method", ""), ("sigma", "sigma", ".2f"),
+                               ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".3f"),
+                               ("nmse", "NMSE", ".4f"), ("nfe", "NFE", "d"),
+                               ("seconds_per_slice", "s/slice", ".3f")])
+    print(f"\nwrote {', '.join(res['outputs'])}  ({res['seconds']} s)")
+
+
+def cmd_methods(a: argparse.Namespace) -> None:
+    from meddiff.methods.catalog import SYSTEMS
+
+    rows = [{"id": s.id, "family": s.family, "paper": s.paper, "ref": s.ref,
+             "status": s.status_text} for s in SYSTEMS]
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return
+    _print_table(rows, [("id", "ID", ""), ("family", "family", ""), ("paper", "paper", ""),
+                        ("ref", "reference", ""), ("status", "status", "")])
+    works = sum(s.status == "works" for s in SYSTEMS)
+    print(f"\n{works} of {len(SYSTEMS)} systems work today (CLI + bundled model + benchmark row).")
+
+
+def cmd_models(a: argparse.Namespace) -> None:
+    from meddiff.zoo.store import bundled_models, describe
+
+    rows = []
+    for name in bundled_models():
+        d = describe(name)
+        spec, card = d["spec"], d["card"]
+        rows.append({"name": name, "kind": f"{spec['net']['spatial_dims']}D diffusion",
+                     "size": spec["image_size"], "params": card.get("parameters", ""),
+                     "steps": card.get("training", {}).get("steps", ""),
+                     "data": spec["data"].get("summary", "")})
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return
+    _print_table(rows, [("name", "name", ""), ("kind", "kind", ""), ("size", "size", ""),
+                        ("params", "parameters", ""), ("steps", "train steps", ""),
+                        ("data", "data", "")])
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from meddiff.train.build import load_run_config, train
+
+    cfg = load_run_config(a.config)
+    cfg = replace(cfg, train=replace(cfg.train, device=a.device,
+                                     seed=cfg.train.seed if a.seed is None else a.seed))
+    summary = train(cfg, resume=not a.restart)
+    print(json.dumps(summary, indent=2) if a.json else
+          f"trained to step {summary['steps']} in {summary['wall_time_s']:.0f} s, "
+          f"final loss {summary['final_loss']:.4g}, checkpoint {summary['checkpoint']}")
+
+
+# ------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    from meddiff.api import DEFAULT_MODEL
+
+    p = _Parser(prog="meddiff", description="Diffusion models for medical image analysis.")
+    p.add_argument("--version", action="version", version=f"meddiff {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("sample", help="draw images from a model: PNG grid + NIfTI files")
+    s.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, NAME.json, or run dir")
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--sampler", default="ddim", help="ddpm | ddim | dpmpp_2m | pc_ve | pc_vp")
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--out", required=True, help="output directory")
+    _common(s)
+    s.set_defaults(func=cmd_sample)
+
+    d = sub.add_parser("denoise", help="remove Gaussian noise from a 2D image or every slice of a volume")
+    d.add_argument("--input", required=True, help="NIfTI, DICOM file/folder, PNG, TIFF or NPY")
+    d.add_argument("--sigma", type=float, required=True,
+                   help="noise std as a fraction of the 0.5-99.5 percentile range")
+    d.add_argument("--method", default="tweedie", choices=("tweedie", "ddim", "ddpm"))
+    d.add_argument("--steps", type=int, default=20)
+    d.add_argument("--model", default=DEFAULT_MODEL)
+    d.add_argument("--resize", action="store_true", help="resample slices to the model's size")
+    d.add_argument("--out", required=True, help="output NIfTI (a PNG panel is written beside it)")
+    _common(d)
+    d.set_defaults(func=cmd_denoise)
+
+    m = sub.add_parser("demo", help="the bundled prior end to end (samples + denoising benchmark)")
+    m.add_argument("--out", default="demo_out")
+    m.add_argument("--model", default=DEFAULT_MODEL)
+    _common(m, json_flag=True)
+    m.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("methods", help="the 27 systems and what runs today")
+    _common(t, json_flag=True)
+    t.set_defaults(func=cmd_methods)
+
+    o = sub.add_parser("models", help="bundled models")
+    _common(o, json_flag=True)
+    o.set_defaults(func=cmd_models)
+
+    r = sub.add_parser("train", help="train a model from a YAML run config (resumes by default)")
+    r.add_argument("config")
+    r.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
+    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    r.add_argument("--seed", type=int, default=None, help="override train.seed")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MeddiffError as err:
+        print(f"meddiff: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("meddiff: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Model store round trips and refusals; YAML run configs; a training run that can be sampled."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from meddiff.errors import ConfigError, InputError
+from meddiff.train.build import load_run_config, train
+from meddiff.zoo.store import load_model
+from tiny_model import TINY, save_tiny
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
+    path = save_tiny(tmp_path)
+    a, b = load_model(path), load_model(path.with_suffix(".safetensors"))
+    assert a.spec == TINY and a.card == {"parameters": "tiny"}
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 700])
+    assert torch.equal(a.denoiser.net_output(x, t), b.denoiser.net_output(x, t))
+    assert not any(p.requires_grad for p in a.denoiser.net.parameters())
+
+
+def test_refusals_are_one_line_errors(tmp_path):
+    with pytest.raises(InputError, match="unknown model 'no-such-model'"):
+        load_model("no-such-model")
+    path = save_tiny(tmp_path)
+    weights = path.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(InputError, match="unreadable weights"):
+        load_model(path)
+    other = save_tiny(tmp_path, "other")
+    doc = json.loads(other.read_text())
+    doc["spec"]["net"]["channels"] = [16, 32]  # does not match the saved tensors
+    other.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="do not match the architecture"):
+        load_model(other)
+    doc["spec"]["net"]["chanels"] = doc["spec"]["net"].pop("channels")
+    other.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="chanels"):
+        load_model(other)
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(InputError, match="not a meddiff model"):
+        load_model(tmp_path / "x.txt")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text,message", [
+    ("train: {steps: 2, out_dir: x}\nmodel: {image_sise: 32}\n", "model.image_sise.*did you mean 'model.image_size'"),
+    ("train: {steps: two, out_dir: x}\n", "train.steps: expected int"),
+    ("train: {steps: 2, out_dir: x}\nmodel: {image_size: 30}\n", "not a multiple of 4"),
+    ("train: {steps: 2, out_dir: x}\ndata: {dataset: brain_patches3d}\n", "spatial_dims=3"),
+    ("model: {}\n", "missing required key 'train'"),
+])
+def test_bad_run_configs(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(_write(tmp_path, text))
+
+
+def test_training_run_is_a_loadable_model_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    cfg = load_run_config(_write(tmp_path, f"""
+model:
+  net: {{channels: [8, 16], attention_levels: [false, true], norm_num_groups: 8, num_head_channels: 8}}
+  image_size: 16
+data: {{length: 32, contrasts: [T1w]}}
+train: {{steps: 4, out_dir: {out}, batch_size: 4, ckpt_every: 2, ema_decay: 0.5, lr: 0.001}}
+"""))
+    first = train(cfg)
+    assert first["steps"] == 4 and (out / "model.json").exists()
+    model = load_model(out)
+    assert model.spec.image_size == 16 and model.spec.data == {}
+    again = train(cfg)  # resumes at the end: no further steps
+    assert again["start_step"] == 4 and again["steps"] == 4
+    trained = load_model(out).denoiser.net.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in model.denoiser.net.state_dict().items())
