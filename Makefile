@@ -25,5 +25,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Benchmarks behind the README's numbers (bench/results/*.json); not part of the tests.
+bench: $(STAMP)
+	$(BIN)/python bench/sampler_overhead.py
+	$(BIN)/python bench/speed_vs_monai.py
+	$(BIN)/meddiff demo --out bench/results/demo --json > bench/results/demo.json
+
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -57,6 +57,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("train: {steps: 2, out_dir: x}\nmodel: {image_size: 30}\n", "not a multiple of 4"),
     ("train: {steps: 2, out_dir: x}\ndata: {dataset: brain_patches3d}\n", "spatial_dims=3"),
     ("model: {}\n", "missing required key 'train'"),
+    ("train: {steps: 2, out_dir: x}\nmodel: {net: {num_head_channels: 48}}\n", "does not divide the attention"),
 ])
 def test_bad_run_configs(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
@@ -80,3 +81,25 @@ train: {{steps: 4, out_dir: {out}, batch_size: 4, ckpt_every: 2, ema_decay: 0.5,
     assert again["start_step"] == 4 and again["steps"] == 4
     trained = load_model(out).denoiser.net.state_dict()
     assert all(torch.equal(trained[k], v) for k, v in model.denoiser.net.state_dict().items())
+
+
+def test_a_3d_run_trains_and_samples_volumes(tmp_path, capsys):
+    from meddiff import api
+    from meddiff.cli import main
+    from meddiff.data.io import load_image
+
+    out = tmp_path / "run3d"
+    cfg = load_run_config(_write(tmp_path, f"""
+model:
+  net: {{spatial_dims: 3, channels: [8, 16], attention_levels: [false, false], norm_num_groups: 8,
+        num_head_channels: 8}}
+  image_size: 16
+data: {{dataset: brain_patches3d, length: 8, contrasts: [T2w]}}
+train: {{steps: 2, out_dir: {out}, batch_size: 2}}
+"""))
+    assert train(cfg)["steps"] == 2
+    vols = api.sample(api.load_model(str(out), "cpu"), n=2, steps=3, seed=0)
+    assert vols.shape == (2, 1, 16, 16, 16)
+    assert main(["sample", "--model", str(out), "--n", "2", "--steps", "3", "--out", str(tmp_path / "s")]) == 0
+    assert load_image(tmp_path / "s" / "sample_001.nii.gz").array.shape == (16, 16, 16)
+    assert "middle slices" in capsys.readouterr().out

@@ -52,17 +52,17 @@ def cmd_sample(a: argparse.Namespace) -> None:
     from meddiff.eval.figures import save_grid
 
     model = api.load_model(a.model, device=a.device)
-    if model.spec.net.spatial_dims != 2:
-        raise InputError(f"{a.model}: 'sample' writes 2D grids; this model is 3D")
     images = api.sample(model, n=a.n, sampler=a.sampler, steps=a.steps, seed=a.seed, eta=a.eta,
                         batch_size=a.batch_size, progress=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    grid = save_grid(out / "samples.png", images, nrow=min(8, a.n),
+    shown = images if images.ndim == 4 else images[:, :, :, :, images.shape[-1] // 2]
+    grid = save_grid(out / "samples.png", shown, nrow=min(8, a.n),
                      title=f"{model.name}: {a.sampler} {a.steps} steps, seed {a.seed}")
     for i, im in enumerate(images):
         save_nifti(out / f"sample_{i:03d}.nii.gz", im[0].numpy())
-    print(f"wrote {grid} and {a.n} NIfTI files sample_000..{a.n - 1:03d}.nii.gz in {out}")
+    what = "middle slices" if images.ndim == 5 else "images"
+    print(f"wrote {grid} ({what}) and {a.n} NIfTI files sample_000..{a.n - 1:03d}.nii.gz in {out}")
 
 
 def cmd_denoise(a: argparse.Namespace) -> None:
@@ -103,7 +103,7 @@ def cmd_methods(a: argparse.Namespace) -> None:
     from meddiff.methods.catalog import SYSTEMS
 
     rows = [{"id": s.id, "family": s.family, "paper": s.paper, "ref": s.ref,
-             "status": s.status_text} for s in SYSTEMS]
+             "status": s.status_text, "claim": s.claim} for s in SYSTEMS]
     if a.json:
         print(json.dumps(rows, indent=2))
         return
@@ -114,22 +114,27 @@ def cmd_methods(a: argparse.Namespace) -> None:
 
 
 def cmd_models(a: argparse.Namespace) -> None:
+    from meddiff.eval.frechet import DEFAULT_WEIGHTS
     from meddiff.zoo.store import bundled_models, describe
 
     rows = []
     for name in bundled_models():
         d = describe(name)
         spec, card = d["spec"], d["card"]
-        rows.append({"name": name, "kind": f"{spec['net']['spatial_dims']}D diffusion",
+        rows.append({"name": name, "kind": f"{spec['net']['spatial_dims']}D diffusion prior",
                      "size": spec["image_size"], "params": card.get("parameters", ""),
                      "steps": card.get("training", {}).get("steps", ""),
-                     "data": spec["data"].get("summary", "")})
+                     "card": f"zoo/cards/{name}.md"})
+    enc = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text(encoding="utf-8"))
+    rows.append({"name": DEFAULT_WEIGHTS.stem, "kind": "FD-MedEnc feature encoder",
+                 "size": enc["data"]["size"], "params": "", "steps": enc["training"]["steps"],
+                 "card": f"zoo/weights/{DEFAULT_WEIGHTS.stem}.json"})
     if a.json:
         print(json.dumps(rows, indent=2))
         return
     _print_table(rows, [("name", "name", ""), ("kind", "kind", ""), ("size", "size", ""),
                         ("params", "parameters", ""), ("steps", "train steps", ""),
-                        ("data", "data", "")])
+                        ("card", "model card (in the package)", "")])
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -154,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"meddiff {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    s = sub.add_parser("sample", help="draw images from a model: PNG grid + NIfTI files")
+    s = sub.add_parser("sample", help="draw images (2D) or volumes (3D) from a model: PNG grid + NIfTI files")
     s.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, NAME.json, or run dir")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--sampler", default="ddim", help="ddpm | ddim | dpmpp_2m | pc_ve | pc_vp")

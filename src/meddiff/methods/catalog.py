@@ -17,6 +17,7 @@ class System:
     family: str
     paper: str
     ref: str  # arXiv id, or the venue where the paper has none
+    claim: str = ""  # the paper's headline claim, in our words
     status: Status = "planned"
     issue: int | None = None
     command: str = ""
@@ -27,8 +28,38 @@ class System:
 
 
 def _s(id_, family, paper, ref, issue=None) -> System:
-    return System(id_, family, paper, ref, issue=issue)
+    return System(id_, family, paper, ref, claim=CLAIMS[id_], issue=issue)
 
+
+CLAIMS = {
+    "S1": "prompt-conditioned samples match their prompt (independent classifier far above chance)",
+    "S2": "a segmenter trained only on synthetic pairs nears one trained on real pairs (Dice ratio)",
+    "S3": "3D latent samples follow the requested covariates (e.g. ventricle volume)",
+    "S4": "scaled latent codes give intermediate frames better than linear interpolation",
+    "R1": "a prior learned from undersampled k-space only nears the fully sampled prior",
+    "R2": "high-frequency-only diffusion reaches score-MRI quality with fewer NFE",
+    "R3": "test-time adaptation recovers quality on an unseen contrast",
+    "R4": "one model imputes any missing modality as well as pairwise translators",
+    "R5": "k-space-guided DDPM with coarse-to-fine averaging beats CS and gives a variance map",
+    "R6": "k-space-only diffusion gives accurate recon and an uncertainty map",
+    "R7": "the Langevin chain's std map correlates with the error",
+    "R8": "a warm start at t0 keeps the quality at 10-50x fewer steps",
+    "R9": "beats zero-filled and CS at 4x and 8x, also on masks it was not tuned on",
+    "C1": "a conditional DDPM with a fast ODE solver matches 1000-step quality ~20x faster",
+    "C2": "the manifold-constrained gradient improves sparse-view CT / inpainting over projection only",
+    "C3": "a DDPM trained on noisy images only denoises better than NLM / TV",
+    "C4": "the lambda-weighted consistency step beats FBP / CS in sparse-view CT and MRI",
+    "P1": "a conditional DDPM denoises low-count PET better than baselines (MR channel helps)",
+    "T1": "conditional DDPM / SDE translation beats a UNet regression (MAE / PSNR / SSIM)",
+    "T2": "unpaired adversarial diffusion translates close to held-out true pairs",
+    "T3": "one target-domain model + a noise-aware task network serves several tasks",
+    "D1": "counterfactual (guided DDIM) maps localise lesions (AUROC / Dice)",
+    "D2": "latent partial diffusion localises lesions, much faster than image-space methods",
+    "D3": "simplex-noise partial diffusion localises lesions better than Gaussian noise",
+    "D4": "classifier-guided DDIM maps localise lesions (AUROC / Dice)",
+    "G1": "label-free vessel segmentation beats Frangi vesselness",
+    "G2": "ensemble Dice matches a UNet and the variance map flags the errors",
+}
 
 SYSTEMS: tuple[System, ...] = (
     _s("S1", "synthesis", "Chambon 2022, vision-language model adapted to radiographs", "2210.04133"),

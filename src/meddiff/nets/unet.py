@@ -50,6 +50,11 @@ class UNetConfig:
         bad = [c for c in self.channels if c % self.norm_num_groups]
         if bad:
             raise ConfigError(f"norm_num_groups={self.norm_num_groups} does not divide channels {bad}")
+        attended = [c for c, a in zip(self.channels, self.attention_levels) if a] + [self.channels[-1]]
+        bad = [c for c in attended if c % self.num_head_channels]  # the middle block always attends
+        if bad:
+            raise ConfigError(f"num_head_channels={self.num_head_channels} does not divide the "
+                              f"attention widths {bad}")
 
     @property
     def divisor(self) -> int:

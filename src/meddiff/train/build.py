@@ -35,7 +35,7 @@ from meddiff.data.datasets import BrainPatches3D, BrainSlices
 from meddiff.data.intensity import to_model
 from meddiff.data.mri_signal import CONTRASTS
 from meddiff.errors import ConfigError
-from meddiff.train.config import TrainConfig, from_dict, load_yaml, to_dict
+from meddiff.train.config import TrainConfig, load_yaml, to_dict
 from meddiff.train.trainer import Trainer
 from meddiff.zoo.store import SPEC_NAME, DiffusionSpec, build_denoiser, write_spec
 
@@ -44,8 +44,8 @@ from meddiff.zoo.store import SPEC_NAME, DiffusionSpec, build_denoiser, write_sp
 class DataConfig:
     """Built-in training data (healthy simulated brain MRI, training slabs only).
 
-    ``brain_slices``: 2D axial slices (B, 1, S, S); ``brain_patches3d``: cubes (B, 1, S, S, S).
-    ``size`` must equal ``model.image_size``.
+    ``brain_slices``: 2D axial slices (B, 1, S, S); ``brain_patches3d``: cubes (B, 1, S, S, S)
+    at ``spacing_mm`` inside the training slabs. ``S`` is ``model.image_size``.
     """
 
     dataset: Literal["brain_slices", "brain_patches3d"] = "brain_slices"
@@ -53,6 +53,7 @@ class DataConfig:
     augment: bool = True
     length: int = 8192
     seed: int = 0
+    spacing_mm: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,12 @@ def load_run_config(path: str | Path) -> RunConfig:
     return load_yaml(path, RunConfig)
 
 
-def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
-    return from_dict(RunConfig, data)
-
-
 def make_dataset(cfg: RunConfig) -> torch.utils.data.Dataset:
     """The training dataset of ``cfg`` (items: dict with ``image`` in [0, 1])."""
     d, size = cfg.data, cfg.model.image_size
     if d.dataset == "brain_patches3d":
-        return BrainPatches3D("train", size=size, contrasts=d.contrasts, augment=d.augment,
-                              seed=d.seed, length=d.length)
+        return BrainPatches3D("train", size=size, spacing_mm=d.spacing_mm, contrasts=d.contrasts,
+                              augment=d.augment, seed=d.seed, length=d.length)
     return BrainSlices("train", size=size, contrasts=d.contrasts, augment=d.augment, seed=d.seed,
                        length=d.length)
 
