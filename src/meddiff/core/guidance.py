@@ -9,26 +9,15 @@ from typing import Callable
 
 import torch
 
-from .model import Condition, Denoiser, Prediction
+from .model import Condition, Denoiser, DenoiserWrapper, Prediction
 from .schedule import _bcast
 
 LogProb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``log_prob(x_t, t) -> (B,)``: a differentiable log-density (or negative loss) of the goal."""
 
 
-class _Wrapped:
-    """Shared plumbing: forward ``schedule`` / ``nfe`` to the wrapped denoiser."""
-
-    def __init__(self, model: Denoiser):
-        self.model = model
-
-    @property
-    def schedule(self):
-        return self.model.schedule
-
-    @property
-    def nfe(self) -> int:
-        return self.model.nfe
+class _Wrapped(DenoiserWrapper):
+    """Guides return a prediction built from a modified noise estimate."""
 
     def _prediction_from_eps(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> Prediction:
         ab = _bcast(self.schedule.alpha_bar(torch.as_tensor(t)), x_t)

@@ -141,3 +141,24 @@ class Denoiser:
         """Score of the VP marginal, ``grad log p_t(x_t) = -eps / sqrt(1 - abar_t)``."""
         eps = self.predict(x_t, t, cond).eps
         return -eps / _bcast(self.schedule.sigma_vp(torch.as_tensor(t)), x_t)
+
+
+class DenoiserWrapper:
+    """Base of objects that wrap a :class:`Denoiser` and change its ``predict`` (guidance,
+    measurement gradients): forwards ``schedule``, ``nfe`` and ``device`` so every sampler
+    accepts the wrapper in place of the denoiser."""
+
+    def __init__(self, model: "Denoiser | DenoiserWrapper"):
+        self.model = model
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return self.model.schedule
+
+    @property
+    def nfe(self) -> int:
+        return self.model.nfe
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
