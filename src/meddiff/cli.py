@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="override train.seed")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_train)
+
+    from meddiff.tasks.reconstruction_cli import add_reconstruct_parser
+    add_reconstruct_parser(sub)
     return p
 
 

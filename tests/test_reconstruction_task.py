@@ -1,0 +1,292 @@
+"""The reconstruction task (meddiff.tasks.reconstruction) and ``meddiff reconstruct``."""
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from meddiff import cli
+from meddiff.consistency.views import RealView
+from meddiff.data.io import KSpace
+from meddiff.errors import InputError
+from meddiff.physics import birdcage_maps, fft2c
+from meddiff.tasks import reconstruction as rt
+from tiny_model import save_tiny
+
+S = 16
+
+
+def _phantom(n: int = 3, size: int = S) -> torch.Tensor:
+    """Smooth blobs in [0, 1], (n, 1, size, size)."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size),
+                            indexing="ij")
+    out = [(0.9 * torch.exp(-((xx - 0.2 * k) ** 2 + yy ** 2) / 0.3)
+            + 0.1 * (xx > 0.3 * k - 0.2)) for k in range(n)]
+    return torch.stack(out)[:, None].clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------ simulation
+@pytest.mark.parametrize("coils", [1, 4])
+def test_fully_sampled_zero_filled_gives_the_image_back(coils):
+    x = _phantom()
+    op, y = rt.simulate_mri(x, "equispaced", 1.0, coils=coils)
+    assert y.shape == (3, coils, S, S) and y.is_complex()
+    out = rt.run(None, op, y, "zero-filled")  # birdcage maps have RSS 1: A^H A = I
+    assert float((out.image01 - x).abs().max()) < 1e-5
+    assert out.nfe == 0 and out.std01 is None
+
+
+def test_undersampled_measurement_is_the_image_space_one_and_converts_to_model_space():
+    x = _phantom()
+    op, y = rt.simulate_mri(x, "random", 4.0, seed=3)
+    assert torch.allclose(y, op.A(x.to(torch.complex64)), atol=1e-6)
+    assert abs(op.mask.float().mean().item() - 0.25) < 1e-6
+    rv = RealView(op, "real")
+    y_model = rv.model_measurement(y, rv.A_adjoint(y))
+    assert float((y_model - rv.A(2 * x - 1)).abs().max()) < 1e-5
+    zf = rt.run(None, op, y, "zero-filled").image01
+    assert torch.allclose(zf, op.A_adjoint(y).abs().clamp(0, 1), atol=1e-6)
+    assert rt.metrics(zf, x)["psnr"] < rt.metrics(x, x + 0.01)["psnr"]
+
+
+def test_mri_noise_and_masks_are_reproducible_from_the_seed():
+    x = _phantom()
+    a = rt.simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)[1]
+    b = rt.simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)[1]
+    c = rt.simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=2)[1]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    op, _ = rt.simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)
+    resid = (a - op.A(x.to(torch.complex64)))[:, :, op.mask]
+    assert abs(float(resid.abs().pow(2).mean().sqrt()) - 0.05) < 0.01  # E|n|^2 = sigma^2
+
+
+def test_ct_sinogram_and_low_dose_noise_follow_the_delta_method():
+    x = _phantom(2)
+    op, y = rt.simulate_ct(x, views=12)
+    assert op.n_views == 12 and torch.allclose(y, op.A(x))
+    _, noisy = rt.simulate_ct(x, views=12, dose=0.01, seed=0)
+    k, i0 = rt.ct_scale(S), rt.FULL_DOSE_I0 * 0.01
+    predicted = (1.0 / (i0 * torch.exp(-k * y.double()))).sqrt() / k  # std per bin
+    z = (noisy - y).double() / predicted
+    assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
+    fbp = rt.run(None, *rt.simulate_ct(x), "fbp").image01  # 180 views: close to the image
+    assert rt.metrics(fbp, x)["psnr"] > 25
+
+
+# ------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("call,message", [
+    (lambda x: rt.simulate_mri(x, "random", 0.5), "acceleration must be >= 1"),
+    (lambda x: rt.simulate_mri(x, "spiral", 4), "unknown mask 'spiral'"),
+    (lambda x: rt.simulate_mri(x * float("nan"), "random", 4), "NaN"),
+    (lambda x: rt.simulate_mri(x * 300, "random", 4), "image space [0, 1]"),
+    (lambda x: rt.simulate_mri(x[:, 0], "random", 4), "(B, 1, H, W)"),
+    (lambda x: rt.simulate_mri(x, "random", 4, coils=0), "coils must be"),
+    (lambda x: rt.simulate_ct(x, views=0), "views must be"),
+    (lambda x: rt.simulate_ct(x, dose=-1.0), "dose must be"),
+    (lambda x: rt.run(None, *rt.simulate_mri(x), "fbp"), "fbp needs a CT operator"),
+    (lambda x: rt.run(None, *rt.simulate_mri(x), "unet"), "unknown method 'unet'"),
+    (lambda x: rt.run(None, *rt.simulate_mri(x), "zero-filled", t0=100), "no warm start"),
+])
+def test_bad_inputs_raise_one_clear_input_error(call, message):
+    with pytest.raises(InputError, match=None) as err:
+        call(_phantom())
+    assert message in str(err.value)
+
+
+def _kspace(image: torch.Tensor, coils: int = 1) -> np.ndarray:
+    maps = birdcage_maps((S, S), coils) if coils > 1 else torch.ones(1, S, S)
+    return fft2c(image.to(torch.complex64) * maps).numpy()
+
+
+def test_fully_sampled_kspace_gives_a_scaled_reference_and_undersampled_data():
+    x = _phantom() * torch.polar(torch.ones(S, S), torch.linspace(0, 1, S).expand(S, S))
+    op, y, ref = rt.measurement_from_kspace(KSpace(_kspace(x)), "equispaced", 1.0, size=S)
+    scale = float(np.percentile(x.abs().numpy(), 99.5))
+    assert torch.allclose(ref, (x.abs() / scale).clamp(0, 1), atol=1e-5)
+    assert float((rt.run(None, op, y, "zero-filled").image01 - ref).abs().max()) < 1e-5
+    op, y, ref = rt.measurement_from_kspace(KSpace(_kspace(x, 4)), "random", 4.0, size=S)
+    assert op.n_coils == 4 and ref is not None
+    assert abs(op.mask.float().mean().item() - 0.25) < 1e-6
+    # undersampled file: its own mask, no reference
+    m = op.mask[0].numpy().astype(np.float32)
+    _, _, ref2 = rt.measurement_from_kspace(KSpace(_kspace(x) * m, mask=m), size=S)
+    assert ref2 is None
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda k, m: KSpace(k * m, mask=np.roll(m, 3)), "outside its sampling mask"),
+    (lambda k, m: KSpace(k * m, mask=m[:5]), "does not match k-space"),
+    (lambda k, m: KSpace(np.where(m > 0, k, np.nan)), "NaN"),
+    (lambda k, m: KSpace(k.real), "must be a complex array"),
+])
+def test_bad_kspace_raises(make, message):
+    k = _kspace(_phantom())
+    m = np.zeros(S, np.float32)
+    m[[1, 4, 8, 11]] = 1
+    with pytest.raises(InputError) as err:
+        rt.measurement_from_kspace(make(k, m), size=S)
+    assert message in str(err.value)
+
+
+def test_kspace_size_acceleration_and_coil_maps_are_checked():
+    k = _kspace(_phantom(), coils=4)
+    with pytest.raises(InputError, match="the model takes 32x32"):
+        rt.measurement_from_kspace(KSpace(k), size=32)
+    with pytest.raises(InputError, match="acceleration must be >= 1"):
+        rt.measurement_from_kspace(KSpace(k), acceleration=0.9)
+    m = np.ones(S, np.float32)
+    m[S // 2 - 1:S // 2 + 2] = 0  # no calibration region
+    with pytest.raises(InputError, match="needs coil sensitivity maps or a fully sampled"):
+        rt.measurement_from_kspace(KSpace(k * m, mask=m))
+    m = np.zeros(S, np.float32)
+    m[::2] = 1
+    with pytest.raises(InputError, match="already undersampled"):
+        rt.measurement_from_kspace(KSpace(k * m, mask=m), acceleration=4)
+
+
+# ------------------------------------------------------------------------------ diffusion
+def test_warm_started_diffusion_run_returns_image_space_results(tmp_path):
+    from meddiff import api
+
+    model = api.load_model(str(save_tiny(tmp_path)), device="cpu")
+    x = _phantom(2)
+    op, y = rt.simulate_mri(x, "random", 4.0)
+    res = rt.run(model, op, y, "diffuserecon", steps=3, t0=50, init="cs", seed=0,
+                 n_samples=2, t_refine=2)
+    assert res.image01.shape == x.shape and 0 <= res.image01.min() and res.image01.max() <= 1
+    assert res.std01 is not None and res.nfe == 2 * 3 + 3
+    again = rt.run(model, op, y, "diffuserecon", steps=3, t0=50, init="cs", seed=0,
+                   n_samples=2, t_refine=2)
+    assert torch.equal(res.image01, again.image01)
+    with pytest.raises(InputError, match="model takes 16x16"):
+        rt.run(model, *rt.simulate_mri(_phantom(1, 8)), "song", steps=2)
+
+
+@pytest.mark.parametrize("method,opts", [("score-mri", {}), ("mcg", {"alpha": 0.1})])
+def test_projection_methods_fit_the_image_space_measurement_exactly(method, opts):
+    """A Gaussian prior N(2 x - 1, 0.01 I) in model space (exact denoiser): projection methods
+    end on {A x = y}, so the image-space result reproduces the image-space k-space -- which
+    holds only if y was converted to model space and the result mapped back consistently."""
+    from gaussian_oracle import GaussianEpsNet
+    from meddiff.core.model import Denoiser
+    from meddiff.core.schedule import NoiseSchedule
+
+    x = 0.2 + 0.6 * _phantom(1)  # away from 0 and 1: no clipping
+    sched = NoiseSchedule("linear")
+    cov = 0.01 * torch.eye(S * S, dtype=torch.float64)
+    den = Denoiser(GaussianEpsNet((2 * x - 1).reshape(-1).double(), cov, sched), sched)
+    op, y = rt.simulate_mri(x, "random", 4.0, seed=0)
+    res = rt.run(den, op, y, method, steps=30, seed=0, **opts)
+    assert float((op.A(res.image01.to(torch.complex64)) - y).abs().max()) < 1e-5
+    assert float(res.image01.min()) > 0 and rt.metrics(res.image01, x)["psnr"] > 24
+
+
+# ------------------------------------------------------------------------------ CLI
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(save_tiny(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture
+def main():
+    return cli.main
+
+
+def _nifti(path, arr) -> str:
+    nib.save(nib.Nifti1Image(arr.astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])), path)
+    return str(path)
+
+
+def test_cli_reconstructs_a_nifti_volume(tmp_path, tiny, main, capsys):
+    vol = (_phantom(3)[:, 0].permute(1, 2, 0).numpy() * 800.0)
+    src = _nifti(tmp_path / "t1.nii.gz", vol)
+    out = tmp_path / "res" / "recon.nii.gz"
+    rc = main(["reconstruct", "--input", src, "--method", "song", "--steps", "4", "--t0", "100",
+               "--init", "zero-filled", "--mask", "equispaced", "--acceleration", "4",
+               "--model", tiny, "--out", str(out), "--device", "cpu", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["nfe"] == 8  # song's default pc_vp: predictor + 1 corrector per step
+    assert {r["method"] for r in report["metrics"]} == {"song", "zero-filled"}
+    img = nib.load(out)
+    assert img.shape == vol.shape and np.allclose(img.affine, np.diag([2.0, 2.0, 3.0, 1.0]))
+    assert (tmp_path / "res" / "recon.png").stat().st_size > 0
+    assert not (tmp_path / "res" / "recon_std.nii.gz").exists()
+    assert all(math.isfinite(r["psnr"]) for r in report["metrics"])
+
+
+def test_cli_ct_with_std_map_and_table(tmp_path, tiny, main, capsys):
+    src = _nifti(tmp_path / "ct.nii.gz", _phantom(1)[0, 0].numpy() * 100.0)
+    out = tmp_path / "ct_recon.nii.gz"
+    rc = main(["reconstruct", "--input", src, "--modality", "ct", "--views", "10", "--dose",
+               "0.5", "--method", "diffuserecon", "--steps", "2", "--model", tiny,
+               "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "fbp" in text and "PSNR dB" in text
+    assert nib.load(tmp_path / "ct_recon_std.nii.gz").shape == (S, S)
+    assert (tmp_path / "ct_recon.png").exists() and nib.load(out).shape == (S, S)
+
+
+def _h5(path, kspace: np.ndarray, mask: np.ndarray | None = None) -> str:
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("kspace", data=kspace[:, 0] if kspace.shape[1] == 1 else kspace)
+        if mask is not None:
+            h5.create_dataset("mask", data=mask)
+    return str(path)
+
+
+def test_cli_reads_fastmri_style_hdf5(tmp_path, tiny, main, capsys):
+    src = _h5(tmp_path / "file.h5", _kspace(_phantom(2)))
+    out = tmp_path / "k.nii.gz"
+    rc = main(["reconstruct", "--input", src, "--method", "score-mri", "--steps", "2",
+               "--model", tiny, "--out", str(out), "--device", "cpu", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["nfe"] == 4 and len(report["metrics"]) == 2  # pc_vp: 1 corrector per step
+    assert nib.load(out).shape == (S, S, 2) and (tmp_path / "k.png").exists()
+
+
+def _bad_h5_mask(tmp_path):
+    m = np.zeros(S, np.float32)
+    m[[2, 8, 9]] = 1
+    return _h5(tmp_path / "bad.h5", _kspace(_phantom(1)) * m, np.roll(m, 1))
+
+
+def _multicoil_without_acs(tmp_path):
+    m = np.ones(S, np.float32)
+    m[S // 2] = 0
+    return _h5(tmp_path / "mc.h5", _kspace(_phantom(1), 4) * m, m)
+
+
+def _nan_nifti(tmp_path):
+    arr = _phantom(1)[0, 0].numpy()
+    arr[3, 3] = np.nan
+    return _nifti(tmp_path / "nan.nii.gz", arr)
+
+
+@pytest.mark.parametrize("make,extra,message", [
+    (_bad_h5_mask, [], "outside its sampling mask"),
+    (_multicoil_without_acs, [], "needs coil sensitivity maps"),
+    (_nan_nifti, [], "NaN"),
+    (lambda p: _nifti(p / "ok.nii.gz", _phantom(1)[0, 0].numpy()), ["--acceleration", "0.5"],
+     "acceleration must be >= 1"),
+    (lambda p: _nifti(p / "big.nii.gz", np.ones((32, 32))), [], "pass --resize"),
+    (lambda p: _nifti(p / "ok.nii.gz", _phantom(1)[0, 0].numpy()), ["--views", "8"],
+     "apply to --modality ct"),
+])
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny, main, capsys, make, extra,
+                                                  message):
+    src = make(tmp_path)
+    out_dir = tmp_path / "out"
+    rc = main(["reconstruct", "--input", src, "--method", "song", "--steps", "2", "--model", tiny,
+               "--out", str(out_dir / "r.nii.gz"), "--device", "cpu", *extra])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meddiff: error:") and message in err and len(err.splitlines()) == 1
+    assert not out_dir.exists()
