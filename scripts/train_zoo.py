@@ -56,7 +56,7 @@ def realism(name: str, n: int, seed: int) -> dict[str, float]:
              generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
     sets = {"real, training slabs": _images("train", n, size, seed + 400),
             "generated, DDIM 50 steps": api.sample(model, n, "ddim", 50, seed=seed, progress=True),
-            "generated, DDPM 250 steps": api.sample(model, n, "ddpm", 250, seed=seed + 1, progress=True),
+            "generated, DDPM 100 steps": api.sample(model, n, "ddpm", 100, seed=seed + 1, progress=True),
             "real test, blurred (1.2 px)": blur, "real test, noise 0.08": noisy}
     fd = {k: round(frechet_distance(*feature_stats(enc, v), *ref), 2) for k, v in sets.items()}
     save_grid(ROOT / "docs/figures" / f"{name}_samples.png", sets["generated, DDIM 50 steps"][:32],

@@ -130,3 +130,13 @@ def test_unknown_sampler_name():
     with pytest.raises(KeyError, match="unknown sampler"):
         get_sampler("euler-a")
     assert get_sampler("dpm++2m") is get_sampler("dpmpp_2m")
+
+
+def test_clipping_bounds_x0_and_keeps_the_network_noise_prediction(gauss):
+    mu, cov = gauss
+    free, clipped = _model(mu, cov), _model(mu, cov)
+    clipped.clip_x0 = (-0.1, 0.1)
+    x = 3 * torch.randn(16, *SHAPE, generator=torch.Generator().manual_seed(0))
+    p, q = free.predict(x, 700), clipped.predict(x, 700)
+    assert torch.equal(p.eps, q.eps) and torch.equal(q.x0, p.x0.clamp(-0.1, 0.1))
+    assert (p.x0.abs() > 0.1).any()

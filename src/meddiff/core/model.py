@@ -63,8 +63,11 @@ class Denoiser:
             ``DiffusionModelUNet`` signature) or ``net(x, t)`` when no such conditioning is used.
         schedule: the training noise schedule.
         parametrization: what the network outputs (``eps``, ``x0`` or ``v``).
-        clip_x0: if set, ``(lo, hi)`` bounds for the predicted clean sample; ``eps`` is then
-            recomputed from the clipped ``x0`` so both stay consistent. ``None`` (default) never
+        clip_x0: if set, ``(lo, hi)`` bounds for the predicted clean sample; the noise
+            prediction stays as the network gave it (as in Ho et al. 2020's sampler and MONAI's
+            schedulers). Recomputing ``eps`` from the clipped ``x0`` instead makes DDIM follow
+            the saturated early ``x0`` estimates: on ``brain-prior-64`` (DDIM, 50 steps, 128
+            samples) FD-MedEnc 1734 vs 743 with the raw ``eps``. ``None`` (default) never
             clips (MONAI's schedulers clip by default; we make it explicit).
         autocast: run the network under bfloat16 autocast (outputs are returned in float32).
         cond: default conditioning used when a call passes none.
@@ -125,7 +128,6 @@ class Denoiser:
             x0, eps = a * x_t - s * out, s * x_t + a * out
         if self.clip_x0 is not None:
             x0 = x0.clamp(*self.clip_x0)
-            eps = (x_t - a * x0) / s
         return Prediction(eps=eps, x0=x0)
 
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,12 @@ class DiffusionSpec:
         parametrization: what the network predicts (eps, x0 or v).
         image_size: the spatial size it was trained at (H = W [= D]).
         noise: the training noise, ``gaussian`` or ``simplex`` (AnoDDPM).
+        clip_x0: clip the predicted clean sample to the data range [-1, 1] while sampling.
+            Needed with the linear schedule: at ``t ~ T`` a 1 % error in the noise prediction
+            becomes a ``sqrt(1 - abar) / sqrt(abar) ~ 150``-fold error in ``x0``, which the
+            deterministic DDIM ODE carries to the end (measured on ``brain-prior-64``: DDIM
+            samples with std 2.4 instead of 0.6 without clipping). Ho et al. 2020 and MONAI's
+            schedulers clip too.
         data: free-form description of the training data (for the model card).
     """
 
@@ -46,6 +52,7 @@ class DiffusionSpec:
     parametrization: Literal["eps", "x0", "v"] = "eps"
     image_size: int = 64
     noise: Literal["gaussian", "simplex"] = "gaussian"
+    clip_x0: bool = True
     data: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,7 +73,8 @@ class LoadedModel:
 def build_denoiser(spec: DiffusionSpec, autocast: bool = False) -> Denoiser:
     """A randomly initialised denoiser for ``spec``."""
     return Denoiser(build_unet(spec.net), NoiseSchedule(spec.schedule, spec.num_steps),
-                    parametrization=spec.parametrization, autocast=autocast)
+                    parametrization=spec.parametrization, autocast=autocast,
+                    clip_x0=(-1.0, 1.0) if spec.clip_x0 else None)
 
 
 def _atomic(path: Path, write) -> None:
