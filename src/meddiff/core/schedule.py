@@ -58,12 +58,14 @@ class NoiseSchedule:
             raise ValueError(f"unknown schedule kind {self.kind!r}; use 'linear' or 'cosine'")
         self.betas = betas
         self.log_abar = torch.cumsum(torch.log1p(-betas), 0)  # float64, shape (T,)
+        # log abar at t = -1, 0, ..., T-1 (index 0 is clean data)
+        self._table = torch.cat([torch.zeros(1, dtype=torch.float64), self.log_abar])
 
     # -- tabulated quantities at (possibly fractional) times -------------------------------
     def alpha_bar(self, t: torch.Tensor | float) -> torch.Tensor:
         """``abar(t)`` for t in ``[-1, T-1]``; ``t = -1`` means clean data (``abar = 1``)."""
         t = torch.as_tensor(t, dtype=torch.float64)
-        table = torch.cat([torch.zeros(1, dtype=torch.float64), self.log_abar])  # index 0 is t=-1
+        table = self._table
         pos = (t + 1).clamp(0, self.num_steps)
         lo = pos.floor().long().clamp(max=self.num_steps - 1)
         frac = pos - lo
@@ -83,7 +85,7 @@ class NoiseSchedule:
         """Inverse of :meth:`sigma_ve`: the (fractional) time whose VE noise std is ``sigma``."""
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
         log_ab_target = -torch.log1p(sigma ** 2)  # abar = 1 / (1 + sigma^2)
-        table = torch.cat([torch.zeros(1, dtype=torch.float64), self.log_abar])
+        table = self._table
         # log_abar is decreasing in t: search on the negated table.
         idx = torch.searchsorted(-table, -log_ab_target).clamp(1, self.num_steps)
         lo, hi = table[idx - 1], table[idx]
