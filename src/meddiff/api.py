@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from meddiff.core.model import Denoiser
 from meddiff.core.noise import get_noise
 from meddiff.core.samplers import SAMPLERS, default_spacing, generate, get_sampler
 from meddiff.data.intensity import denormalize, from_model, normalize_percentile, to_model

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 from meddiff import __version__
-from meddiff.errors import InputError, MeddiffError
+from meddiff.errors import MeddiffError
 
 EXIT_USAGE = 2
 
