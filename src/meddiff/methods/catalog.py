@@ -27,8 +27,9 @@ class System:
         return self.status + (f" (#{self.issue})" if self.issue and self.status != "works" else "")
 
 
-def _s(id_, family, paper, ref, issue=None) -> System:
-    return System(id_, family, paper, ref, claim=CLAIMS[id_], issue=issue)
+def _s(id_, family, paper, ref, issue=None, status: Status = "planned") -> System:
+    return System(id_, family, paper, ref, claim=CLAIMS[id_], status=status, issue=issue)
+
 
 
 CLAIMS = {
@@ -70,15 +71,15 @@ SYSTEMS: tuple[System, ...] = (
     _s("R2", "MRI reconstruction", "Cao 2022, high-frequency space SDE", "2208.05481"),
     _s("R3", "MRI reconstruction", "Dar & Cukur 2022, AdaDiff", "2207.05876"),
     _s("R4", "MRI reconstruction", "Meng & Shen 2022, unified conditional score model", "2207.03430"),
-    _s("R5", "MRI reconstruction", "Peng 2022, DiffuseRecon", "MICCAI 2022", 3),
+    _s("R5", "MRI reconstruction", "Peng 2022, DiffuseRecon", "MICCAI 2022", 3, "in progress"),
     _s("R6", "MRI reconstruction", "Xie & Li 2022, MC-DDPM", "MICCAI 2022"),
-    _s("R7", "MRI reconstruction", "Luo & Uecker 2022, Langevin Markov chain", "2202.01479", 3),
-    _s("R8", "MRI reconstruction", "Chung 2022, CCDF warm start", "2112.05146", 3),
-    _s("R9", "MRI reconstruction", "Chung & Ye 2022, score-MRI", "2110.05243", 3),
+    _s("R7", "MRI reconstruction", "Luo & Uecker 2022, Langevin Markov chain", "2202.01479", 3, "in progress"),
+    _s("R8", "MRI reconstruction", "Chung 2022, CCDF warm start", "2112.05146", 3, "in progress"),
+    _s("R9", "MRI reconstruction", "Chung & Ye 2022, score-MRI", "2110.05243", 3, "in progress"),
     _s("C1", "CT / OCT / PET", "Xia & Wang 2022, low-dose CT DDPM", "2209.15136"),
-    _s("C2", "CT / OCT / PET", "Chung 2022, manifold constrained gradient (MCG)", "2206.00941", 3),
+    _s("C2", "CT / OCT / PET", "Chung 2022, manifold constrained gradient (MCG)", "2206.00941", 3, "in progress"),
     _s("C3", "CT / OCT / PET", "Hu & Oguz 2022, OCT denoising", "SPIE MI 2022"),
-    _s("C4", "CT / OCT / PET", "Song 2022, score-based inverse problems", "2111.08005", 3),
+    _s("C4", "CT / OCT / PET", "Song 2022, score-based inverse problems", "2111.08005", 3, "in progress"),
     _s("P1", "CT / OCT / PET", "Gong 2022, PET denoising", "2209.06167"),
     _s("T1", "translation", "Lyu & Wang 2022, CT <-> MRI", "2209.12104"),
     _s("T2", "translation", "Ozbey & Cukur 2022, SynDiff", "2207.08208"),
@@ -90,3 +91,4 @@ SYSTEMS: tuple[System, ...] = (
     _s("G1", "segmentation", "Kim & Ye 2022, DARL vessel segmentation", "2209.14566"),
     _s("G2", "segmentation", "Wolleb 2022, implicit segmentation ensembles", "MIDL 2022", 4),
 )
+
