@@ -31,7 +31,7 @@ from meddiff.eval.frechet import feature_stats, frechet_distance, load_feature_e
 from meddiff.nets.unet import count_parameters
 from meddiff.train.build import RunConfig, load_run_config, train
 from meddiff.train.checkpoint import load_checkpoint, load_model_weights
-from meddiff.zoo.store import WEIGHTS_DIR, build_denoiser, save_model
+from meddiff.zoo.store import WEIGHTS_DIR, DiffusionSpec, build_denoiser, save_model, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_SUMMARY = ("simulated brain MRI slices: MNI152 2009a anatomy (nilearn's bundled files), "
@@ -80,7 +80,7 @@ def _wall_time(out_dir: Path) -> float:
     return round(total + last, 1)
 
 
-def export(name: str, cfg: RunConfig) -> dict:
+def export(name: str, cfg: RunConfig) -> tuple[DiffusionSpec, dict]:
     """EMA weights of the finished run -> the bundled pair, with the card's training facts."""
     out_dir = Path(cfg.train.out_dir)
     state = load_checkpoint(out_dir / "ckpt" / "last")
@@ -98,7 +98,7 @@ def export(name: str, cfg: RunConfig) -> dict:
     spec = replace(cfg.model, data={"summary": DATA_SUMMARY, "intensity": "image space [0, 1] -> "
                                     "model space [-1, 1]", "size": f"{cfg.model.image_size} px"})
     save_model(WEIGHTS_DIR / name, den.net, spec, card)
-    return card
+    return spec, card
 
 
 def write_card(name: str, cfg: RunConfig, card: dict, fd: dict[str, float], n: int) -> Path:
@@ -146,13 +146,10 @@ def main() -> None:
     cfg = load_run_config(ROOT / "configs" / f"{a.name}.yaml")
     if not a.export_only:
         print(f"training: {train(cfg, resume=True)}")
-    card = export(a.name, cfg)
+    spec, card = export(a.name, cfg)
     fd = realism(a.name, a.n_eval, a.seed)
     card["realism_fd_medenc"] = {"n_per_set": a.n_eval, **fd}
-    spec_json = WEIGHTS_DIR / f"{a.name}.json"
-    doc = json.loads(spec_json.read_text())
-    doc["card"] = card
-    spec_json.write_text(json.dumps(doc, indent=2) + "\n")
+    write_spec(WEIGHTS_DIR / a.name, spec, card)
     print(json.dumps(card, indent=2))
     print(f"card: {write_card(a.name, cfg, card, fd, a.n_eval)}")
 

@@ -36,7 +36,7 @@ def _panel(path: Path, clean, noisy, outs: dict[str, torch.Tensor], index: int, 
     cols += [(name.replace("diffusion ", "").replace(" from t0", ""), o[index, 0]) for name, o in outs.items()]
     best = outs["diffusion Tweedie (1 step)"]
     cols.append(("|error| Tweedie", (best[index, 0] - clean[index, 0]).abs()))
-    save_panel(path, cols, error_columns=[len(cols) - 1], vmin=[0] * (len(cols) - 1) + [0],
+    save_panel(path, cols, error_columns=[len(cols) - 1], vmin=[0] * len(cols),
                vmax=[1] * (len(cols) - 1) + [None], suptitle="held-out test slab")
 
 
