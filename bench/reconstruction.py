@@ -38,12 +38,12 @@ T0 = 200
 FULL = {"score-mri": (100, {}), "song": (100, {}), "mcg": (100, {"alpha": 1.0}),
         "dps": (100, {"alpha": 0.3}),
         "diffuserecon": (50, {"n_samples": 2, "t_refine": 20}),
-        "langevin": (100, {"n_anneal": 20, "steps_per_level": 3, "burn_in": 20, "n_chain": 40})}
+        "langevin": (100, {"burn_in": 20, "n_chain": 60})}
 CCDF = {"score-mri": (10, {}), "song": (10, {}), "mcg": (20, {"alpha": 1.0}),
         "dps": (20, {"alpha": 0.3}), "diffuserecon": (8, {"n_samples": 1, "t_refine": 10})}
 QUICK_FULL = {"score-mri": (4, {}), "song": (4, {}), "mcg": (4, {"alpha": 1.0}),
               "dps": (4, {"alpha": 0.3}), "diffuserecon": (3, {"n_samples": 2, "t_refine": 2}),
-              "langevin": (4, {"n_anneal": 2, "steps_per_level": 1, "burn_in": 1, "n_chain": 2})}
+              "langevin": (4, {"burn_in": 1, "n_chain": 2})}
 QUICK_CCDF = {"score-mri": (2, {}), "dps": (2, {"alpha": 0.3})}
 CS_GRID = {"mri": [0.003, 0.01, 0.03, 0.1, 0.3], "ct": [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3]}
 

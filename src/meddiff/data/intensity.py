@@ -20,6 +20,17 @@ def from_model(xm: torch.Tensor) -> torch.Tensor:
     return (xm + 1.0) * 0.5
 
 
+def model_space(image: torch.Tensor, intensity: str = "unit") -> torch.Tensor:
+    """Image-space tensor -> model space for a model of ``intensity`` (``DiffusionSpec``):
+    ``"unit"`` maps [0, 1] -> [-1, 1]; ``"complex"`` (real, imaginary channels) is unchanged."""
+    return image if intensity == "complex" else to_model(image)
+
+
+def image_space(xm: torch.Tensor, intensity: str = "unit") -> torch.Tensor:
+    """Inverse of :func:`model_space` (no clipping)."""
+    return xm if intensity == "complex" else from_model(xm)
+
+
 def normalize_percentile(x: np.ndarray, lo: float = 0.5, hi: float = 99.5,
                          mask: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float]]:
     """Robustly rescale an image to [0, 1] using percentiles (of ``mask`` voxels if given).

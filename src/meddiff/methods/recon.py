@@ -18,7 +18,6 @@ the times ``<= t0``; ``init`` defaults to ``A^+ y`` (zero-filled MRI).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -147,49 +146,41 @@ def diffuserecon(p: _Problem, n_samples: int = 4, t_refine: float = 20, lam: flo
     return Reconstruction(mean, std)
 
 
-def langevin(p: _Problem, sigma: float = 0.05, n_anneal: int = 30, steps_per_level: int = 20,
-             n_chain: int = 500, burn_in: int = 200, step: float = 0.3,
-             noise_std: float | None = None) -> Reconstruction:
+def langevin(p: _Problem, sigma: float = 0.05, n_chain: int = 200, burn_in: int = 50,
+             step: float = 0.5, noise_std: float | None = None) -> Reconstruction:
     """R7, Bayesian reconstruction by a Langevin Markov chain at a fixed small noise level
-    (Luo, Blumenthal, Heide & Uecker 2022, arXiv 2202.01479); annealing after Song & Ermon
-    2019 (arXiv 1907.05600, Algorithm 1).
+    (Luo, Blumenthal, Heide & Uecker 2022, arXiv 2202.01479, sec. 3).
 
-    Unadjusted Langevin on the VE state ``x = x0 + sigma n`` (model space),
+    The chain starts from a k-space-guided reverse-diffusion sample (the ``song`` sampler over
+    the method's reverse times, so ``steps``, ``t0`` and ``init`` apply) noised to ``sigma``,
+    then runs unadjusted Langevin on the VE state ``x = x0 + sigma n`` (model space),
     ``x <- x + eta (score_sigma(x) + A^H (y - A x) / (noise_std^2 + sigma^2)) + sqrt(2 eta) z``,
     the likelihood widened by the prior's noise level as in Jalal et al. 2021 (arXiv
-    2108.01368, annealed Langevin for CS-MRI). Annealed over ``n_anneal`` geometric levels
-    from the start level down to ``sigma`` (``steps_per_level`` each), then ``burn_in + n_chain`` iterations at ``sigma``;
-    returns the mean and per-pixel std of the last ``n_chain`` states (the std includes the
-    small noise level ``sigma``). ``eta = step / L``, ``L = 1/sigma^2 + ||A||^2 / (noise_std^2
-    + sigma^2)`` the largest curvature (``step`` > 0.5 noticeably inflates the variance of the
-    stiffest, i.e. measured, directions). ``noise_std`` defaults to the operator's Gaussian noise
-    sigma (0 if none).
+    2108.01368). Returns the mean and per-pixel std of the last ``n_chain`` of
+    ``burn_in + n_chain`` states (the std includes the small level ``sigma``).
+    ``eta = step / L`` with ``L = 1/sigma^2 + ||A||^2 / (noise_std^2 + sigma^2)`` the largest
+    curvature. ``noise_std`` defaults to the operator's Gaussian noise sigma (0 if none).
+    (Annealing the chain itself from ``sigma_max`` would need hundreds of levels: each
+    Langevin step contracts the error by only ``~step / 2``.)
     """
     sched, op, y, g = p.model.schedule, p.op, p.y, p.generator
-    if n_chain < 1 or n_anneal < 1 or burn_in < 0 or not sigma > 0:
-        raise InputError("langevin needs n_chain >= 1, n_anneal >= 1, burn_in >= 0, sigma > 0")
+    if n_chain < 1 or burn_in < 0 or not sigma > 0 or not 0 < step < 1:
+        raise InputError("langevin needs n_chain >= 1, burn_in >= 0, sigma > 0, 0 < step < 1")
     if noise_std is None:
         noise_std = float(getattr(op.noise, "sigma", 0.0))
-    t_start = float(p.ts[0])
-    x = p.start() / sched.alpha_bar(torch.tensor(t_start)).sqrt().to(y.real.dtype)
-    norm_sq = operator_norm_sq(op, x)
-    levels = torch.logspace(float(sched.sigma_ve(t_start).log10()), math.log10(sigma), n_anneal,
-                            dtype=torch.float64)
-    plan = [(float(s), steps_per_level) for s in levels[:-1]] + [(sigma, burn_in + n_chain)]
-    total = torch.zeros_like(x)
-    total_sq = torch.zeros_like(x)
-    for k, (sig, n) in enumerate(plan):
-        t = float(sched.t_from_sigma_ve(sig))
-        a = float(sched.alpha_bar(torch.tensor(t)).sqrt())
-        sig = float(sched.sigma_ve(t))  # the level the network is evaluated at
-        lik_w = 1.0 / (noise_std ** 2 + sig ** 2)
-        eta = step / (1 / sig ** 2 + norm_sq * lik_w)
-        for i in range(n):
-            score = -p.model.predict(a * x, t).eps / sig
-            drift = score + lik_w * op.A_adjoint(y - op.A(x))
-            x = x + eta * drift + (2 * eta) ** 0.5 * gaussian(x, g)
-            if k == len(plan) - 1 and i >= burn_in:
-                total, total_sq = total + x, total_sq + x * x
+    start = _run(p, "ddpm", song_callback(op, y, sched, 1.0, g))
+    t = float(sched.t_from_sigma_ve(sigma))
+    a = float(sched.alpha_bar(torch.tensor(t)).sqrt())
+    sig = float(sched.sigma_ve(t))  # the level the network is evaluated at
+    x = start + sig * gaussian(start, g)
+    lik_w = 1.0 / (noise_std ** 2 + sig ** 2)
+    eta = step / (1 / sig ** 2 + operator_norm_sq(op, x) * lik_w)
+    total, total_sq = torch.zeros_like(x), torch.zeros_like(x)
+    for i in range(burn_in + n_chain):
+        score = -p.model.predict(a * x, t).eps / sig
+        x = x + eta * (score + lik_w * op.A_adjoint(y - op.A(x))) + (2 * eta) ** 0.5 * gaussian(x, g)
+        if i >= burn_in:
+            total, total_sq = total + x, total_sq + x * x
     mean = total / n_chain
     std = (total_sq / n_chain - mean ** 2).clamp(min=0).sqrt()
     return Reconstruction(mean, std)

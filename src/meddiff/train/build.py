@@ -32,7 +32,8 @@ from meddiff.core.model import Denoiser
 from meddiff.core.noise import get_noise
 from meddiff.core.schedule import NoiseSchedule
 from meddiff.data.datasets import BrainPatches3D, BrainSlices
-from meddiff.data.intensity import to_model
+from meddiff.data.intensity import model_space
+from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
 from meddiff.data.mri_signal import CONTRASTS
 from meddiff.errors import ConfigError
 from meddiff.train.config import TrainConfig, load_yaml, to_dict
@@ -42,13 +43,17 @@ from meddiff.zoo.store import SPEC_NAME, DiffusionSpec, build_denoiser, write_sp
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Built-in training data (healthy simulated brain MRI, training slabs only).
+    """Built-in training data (healthy simulated anatomy, training slabs only).
 
-    ``brain_slices``: 2D axial slices (B, 1, S, S); ``brain_patches3d``: cubes (B, 1, S, S, S)
-    at ``spacing_mm`` inside the training slabs. ``S`` is ``model.image_size``.
+    ``brain_slices``: 2D axial MR slices (B, 1, S, S); ``brain_patches3d``: cubes
+    (B, 1, S, S, S) at ``spacing_mm`` inside the training slabs; ``head_ct_slices``: head-CT-like
+    slices (B, 1, S, S); ``complex_brain_slices``: MR slices with smooth random phase
+    (B, 2, S, S), real and imaginary channels (:mod:`meddiff.data.modalities`). ``S`` is
+    ``model.image_size``.
     """
 
-    dataset: Literal["brain_slices", "brain_patches3d"] = "brain_slices"
+    dataset: Literal["brain_slices", "brain_patches3d", "head_ct_slices",
+                     "complex_brain_slices"] = "brain_slices"
     contrasts: tuple[str, ...] = CONTRASTS
     augment: bool = True
     length: int = 8192
@@ -66,6 +71,10 @@ class RunConfig:
         dims = 3 if self.data.dataset == "brain_patches3d" else 2
         if self.model.net.spatial_dims != dims:
             raise ConfigError(f"data.dataset {self.data.dataset!r} needs model.net.spatial_dims={dims}")
+        complex_data = self.data.dataset == "complex_brain_slices"
+        if complex_data != (self.model.intensity == "complex"):
+            raise ConfigError("data.dataset complex_brain_slices goes with model.intensity: complex "
+                              "(and only it)")
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -73,8 +82,14 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 
 def make_dataset(cfg: RunConfig) -> torch.utils.data.Dataset:
-    """The training dataset of ``cfg`` (items: dict with ``image`` in [0, 1])."""
+    """The training dataset of ``cfg`` (items: dict with ``image`` in the image space of
+    ``cfg.model.intensity``)."""
     d, size = cfg.data, cfg.model.image_size
+    if d.dataset == "head_ct_slices":
+        return HeadCTSlices("train", size=size, augment=d.augment, seed=d.seed, length=d.length)
+    if d.dataset == "complex_brain_slices":
+        return ComplexBrainSlices("train", size=size, contrasts=d.contrasts, augment=d.augment,
+                                  seed=d.seed, length=d.length)
     if d.dataset == "brain_patches3d":
         return BrainPatches3D("train", size=size, spacing_mm=d.spacing_mm, contrasts=d.contrasts,
                               augment=d.augment, seed=d.seed, length=d.length)
@@ -88,7 +103,8 @@ def make_loss(spec: DiffusionSpec):
 
     def loss_fn(net: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         model = Denoiser(net, schedule, parametrization=spec.parametrization)
-        return diffusion_loss(model, to_model(batch["image"]), generator, noise=noise)
+        return diffusion_loss(model, model_space(batch["image"], spec.intensity), generator,
+                              noise=noise)
 
     return loss_fn
 

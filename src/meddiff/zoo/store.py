@@ -43,6 +43,9 @@ class DiffusionSpec:
             deterministic DDIM ODE carries to the end (measured on ``brain-prior-64``: DDIM
             samples with std 2.4 instead of 0.6 without clipping). Ho et al. 2020 and MONAI's
             schedulers clip too.
+        intensity: ``"unit"``: one image-space channel in [0, 1], model space ``2 x - 1``;
+            ``"complex"``: two channels (real, imaginary) of a complex image of magnitude <= 1,
+            used as the model-space tensor unchanged (:mod:`meddiff.data.modalities`).
         data: free-form description of the training data (for the model card).
     """
 
@@ -53,11 +56,14 @@ class DiffusionSpec:
     image_size: int = 64
     noise: Literal["gaussian", "simplex"] = "gaussian"
     clip_x0: bool = True
+    intensity: Literal["unit", "complex"] = "unit"
     data: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.image_size % self.net.divisor:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of {self.net.divisor}")
+        if self.intensity == "complex" and self.net.in_channels != 2:
+            raise ConfigError("a complex-intensity model needs net.in_channels = 2 (real, imag)")
 
 
 @dataclass
