@@ -1,21 +1,30 @@
 """Reconstruction benchmark: undersampled MRI and sparse-view / low-dose CT on held-out slices.
 
-    .venv/bin/python bench/reconstruction.py --model brain-prior-64
-        # -> bench/results/reconstruction.json, docs/figures/reconstruction_*.png
-    .venv/bin/python bench/reconstruction.py --model brain-prior-64 --quick   # smoke run
+    .venv/bin/python bench/reconstruction.py            # -> bench/results/reconstruction.json,
+                                                        #    docs/figures/reconstruction_*.png
+    .venv/bin/python bench/reconstruction.py --quick    # smoke run (bench/results/quick/)
 
-Protocol: every clean slice of the held-out test slab (all contrasts; ``--n-slices`` draws a
-fixed-seed subset) is the ground truth in image space [0, 1]; measurements are simulated with
-:mod:`meddiff.tasks.reconstruction` (MRI: single-coil 1D masks, equispaced and random, 4x and
-8x, real images cast to complex and reconstructed with ``view="real"``; ``--multicoil`` adds
-8-coil 4x random; CT: parallel beam with 30 and 60 views, and 180 views at a quarter dose).
-Rows: the direct baseline (zero-filled / FBP), CS-TV with its weight tuned on the validation
-slab (never on the test slab), every diffusion method at a full-length step count, and CCDF
-warm starts (Chung, Sim & Ye 2022, arXiv 2112.05146) from the direct baseline at ``t0 = 200``
-with at most 20 network evaluations. PSNR / SSIM (data range 1) are means over slices; NFE is
-per image; seconds are wall time per slice. A PSNR-vs-NFE curve compares CCDF (a ``t0`` sweep
-at a fixed step size) with full-length sampling at the same NFE (score-MRI, MRI 4x random).
-The method options below are sensible defaults, not tuned per setting.
+Protocol. Ground truth: ``--n-slices`` fixed-seed slices of the held-out *test* slab; CS-TV's
+weight is tuned on slices of the *validation* slab, never on the test slab.
+- MRI: complex images with smooth random phase (contrasts T1w / T2w / PDw, the
+  ``mri-complex-64`` prior's training contrasts), reconstructed by the complex prior through
+  its two channels; metrics on the magnitude. Single-coil 1D masks (equispaced and random) at
+  4x and 8x, and 8-coil (birdcage maps) at 4x random. One extra row reconstructs 4x random with
+  the real-valued ``brain-prior-64`` applied to the real and imaginary parts (Chung & Ye 2022,
+  arXiv 2110.05243, sec. 3.3).
+- CT: head-CT-like slices (``ct-prior-64``), parallel beam with 30 and 60 views (noiseless)
+  and 180 views at a quarter dose (transmission Poisson noise).
+- Rows: the direct baseline (zero-filled / FBP), CS-TV, the supervised UNet, every diffusion
+  method at full length, and CCDF warm starts (Chung, Sim & Ye 2022, arXiv 2112.05146) at
+  ``t0 = 200`` with at most 20 network evaluations.
+- Robustness (MRI 4x random, single-coil, the same prior): a contrast left out of the prior's
+  training (FLAIR), coronal and sagittal views (the prior saw axial slices only) and a finer
+  resolution (1.97 mm pixels, cropped field of view, instead of 2.95 mm).
+- PSNR vs NFE: MCG and score-MRI, CCDF (``t0 = 10 x steps``) vs full-length sampling with the
+  same number of steps, and the fraction of the full-length gain over the direct baseline that
+  the warm start keeps at <= 20 NFE.
+PSNR / SSIM (data range 1) are means over slices; NFE per image; seconds are wall time per
+slice. Method options are fixed defaults, not tuned per setting.
 """
 from __future__ import annotations
 
@@ -28,38 +37,57 @@ from pathlib import Path
 import torch
 
 from meddiff import api
-from meddiff.eval.denoising import held_out
+from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
 from meddiff.eval.figures import atomic_write, save_curve, save_panel
+from meddiff.physics.mri import channels_to_complex
 from meddiff.tasks import reconstruction as rt
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 200
-# name -> (steps, options) of the full-length and the CCDF (t0 = T0, <= 20 NFE) rows
+TRAIN_CONTRASTS = ("T1w", "T2w", "PDw")
+# name -> (steps, options) of the full-length rows and the CCDF (t0 = T0, <= 20 NFE) rows
 FULL = {"score-mri": (100, {}), "song": (100, {}), "mcg": (100, {"alpha": 1.0}),
-        "dps": (100, {"alpha": 0.3}),
-        "diffuserecon": (50, {"n_samples": 2, "t_refine": 20}),
+        "dps": (100, {"alpha": 0.3}), "diffuserecon": (50, {"n_samples": 2, "t_refine": 20}),
         "langevin": (100, {"burn_in": 20, "n_chain": 60})}
 CCDF = {"score-mri": (10, {}), "song": (10, {}), "mcg": (20, {"alpha": 1.0}),
         "dps": (20, {"alpha": 0.3}), "diffuserecon": (8, {"n_samples": 1, "t_refine": 10})}
-QUICK_FULL = {"score-mri": (4, {}), "song": (4, {}), "mcg": (4, {"alpha": 1.0}),
-              "dps": (4, {"alpha": 0.3}), "diffuserecon": (3, {"n_samples": 2, "t_refine": 2}),
-              "langevin": (4, {"burn_in": 1, "n_chain": 2})}
-QUICK_CCDF = {"score-mri": (2, {}), "dps": (2, {"alpha": 0.3})}
-CS_GRID = {"mri": [0.003, 0.01, 0.03, 0.1, 0.3], "ct": [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3]}
+ROBUST_FULL = {k: FULL[k] for k in ("score-mri", "mcg", "diffuserecon")}
+ROBUST_FULL["song DDIM"] = (100, {"sampler": "ddim"})  # deterministic sampling
+ROBUST_CCDF = {"score-mri": (10, {}), "mcg": (20, {"alpha": 1.0})}
+QUICK_FULL = {"score-mri": (4, {}), "mcg": (4, {"alpha": 1.0}), "langevin": (4, {"burn_in": 1, "n_chain": 2})}
+QUICK_CCDF = {"mcg": (2, {"alpha": 1.0})}
+CS_GRID = {"mri": [0.003, 0.006, 0.01, 0.02, 0.03, 0.06, 0.1],
+           "ct": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]}
 
 
-def settings(quick: bool, multicoil: bool) -> list[dict]:
-    if quick:
-        return [{"modality": "mri", "mask": "random", "acceleration": 4, "coils": 1},
-                {"modality": "ct", "views": 30, "dose": None}]
-    mri = [{"modality": "mri", "mask": m, "acceleration": r, "coils": 1}
-           for r in (4, 8) for m in ("equispaced", "random")]
-    if multicoil:
-        mri.append({"modality": "mri", "mask": "random", "acceleration": 4, "coils": 8})
-    ct = [{"modality": "ct", "views": v, "dose": None} for v in (30, 60)]
-    return mri + ct + [{"modality": "ct", "views": None, "dose": 0.25}]
+# ------------------------------------------------------------------------------ data
+def mri_images(split: str, contrasts=TRAIN_CONTRASTS, orientation: str = "axial",
+               zoom: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Complex images (N, 1, 64, 64) with magnitude in [0, 1]; ``zoom > 1`` renders at
+    ``64 * zoom`` px and crops the centre (finer pixels, smaller field of view)."""
+    size = int(round(64 * zoom))
+    ds = ComplexBrainSlices(split, size=size, contrasts=contrasts, augment=False, seed=seed,
+                            orientation=orientation)
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    if size != 64:
+        lo = (size - 64) // 2
+        x = x[..., lo:lo + 64, lo:lo + 64]
+    return channels_to_complex(x)
 
 
+def ct_images(split: str, seed: int = 0) -> torch.Tensor:
+    ds = HeadCTSlices(split, size=64, augment=False, seed=seed)
+    return torch.stack([ds[i]["image"] for i in range(len(ds))])
+
+
+def subset(x: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
+    if n is None or n >= len(x):
+        return x
+    g = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(len(x), generator=g)[:n].sort().values]
+
+
+# ------------------------------------------------------------------------------ running
 def label(s: dict) -> str:
     if s["modality"] == "mri":
         coils = "single-coil" if s["coils"] == 1 else f"{s['coils']} coils"
@@ -74,127 +102,199 @@ def simulate(s: dict, images: torch.Tensor, seed: int):
     return rt.simulate_ct(images, s["views"], s["dose"], seed=seed)
 
 
-def chunks(s: dict, images: torch.Tensor, seed: int, batch: int):
-    """(operator, y, clean) per batch of slices; the mask / noise seed is shared."""
-    for i in range(0, len(images), batch):
-        clean = images[i:i + batch]
-        yield (*simulate(s, clean, seed + i), clean)
-
-
 def evaluate(model, s: dict, images: torch.Tensor, method: str, seed: int, batch: int,
              **kw) -> tuple[dict, torch.Tensor]:
-    """Mean metrics of ``method`` over ``images``; returns (row, reconstructions)."""
+    """Mean metrics of ``method`` over ``images`` (magnitude vs |truth|); (row, outputs)."""
     outs, nfe, seconds = [], 0, 0.0
-    for k, (op, y, _) in enumerate(chunks(s, images, seed, batch)):
+    for k in range(0, len(images), batch):
+        op, y = simulate(s, images[k:k + batch], seed + k)
         res = rt.run(model, op, y, method, seed=seed + k, **kw)
         outs.append(res.image01)
         nfe, seconds = res.nfe, seconds + res.seconds
     out = torch.cat(outs)
-    m = rt.metrics(out, images)
+    m = rt.metrics(out, images.abs())
     return {"psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4), "nfe": nfe,
             "seconds_per_slice": round(seconds / len(images), 4)}, out
 
 
-def tune_cs(s: dict, val: torch.Tensor, seed: int, batch: int, grid: list[float]) -> float:
+def tune_cs(s: dict, val: torch.Tensor, a) -> float:
     """The CS-TV weight (relative to ||A||^2) with the best mean PSNR on validation slices."""
-    scores = [evaluate(None, s, val, "cs", seed, batch, lam=lam)[0]["psnr"] for lam in grid]
+    grid = CS_GRID[s["modality"]][1::2] if a.quick else CS_GRID[s["modality"]]
+    scores = [evaluate(None, s, val, "cs", a.seed, a.batch, lam=lam)[0]["psnr"] for lam in grid]
     return grid[max(range(len(grid)), key=scores.__getitem__)]
 
 
-def run_setting(model, s: dict, test, val, a, full, ccdf) -> tuple[list[dict], dict]:
-    base = "fbp" if s["modality"] == "ct" else "zero-filled"
-    rows, outs = [], {}
+class Table:
+    """Rows of one setting, printed as they come."""
 
-    def add(name, method, setting, **kw):
-        row, outs[name] = evaluate(model, s, test, method, a.seed, a.batch, **kw)
-        rows.append({"method": name, "setting": setting, **row})
-        print(f"  {name:28s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  NFE {row['nfe']:4d}"
+    def __init__(self, model, s: dict, images: torch.Tensor, a):
+        self.model, self.s, self.images, self.a = model, s, images, a
+        self.rows, self.outs = [], {}
+
+    def add(self, name: str, method: str, setting: str = "", model=None, **kw) -> dict:
+        row, self.outs[name] = evaluate(model or self.model, self.s, self.images, method,
+                                        self.a.seed, self.a.batch, **kw)
+        self.rows.append({"method": name, "setting": setting, **row})
+        print(f"  {name:30s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  NFE {row['nfe']:4d}"
               f"  {row['seconds_per_slice']:.3f} s/slice", flush=True)
+        return row
 
-    add(base, base, "")
-    grid = CS_GRID[s["modality"]]
-    lam = tune_cs(s, val, a.seed, a.batch, grid[1::2] if a.quick else grid)
-    add("CS-TV", "cs", f"lambda {lam} x ||A||^2 (tuned on val), {rt.CS_ITERS} PDHG iterations",
-        lam=lam)
-    for name, (steps, opts) in full.items():
-        add(name, name, f"{steps} steps {opts}" if opts else f"{steps} steps",
-            steps=steps, **opts)
-    for name, (steps, opts) in ccdf.items():
-        add(f"{name} CCDF", name, f"t0 {T0}, {steps} steps, init {base}", steps=steps, t0=T0,
-            init=base, **opts)
-        assert rows[-1]["nfe"] <= 20, rows[-1]
-    return rows, outs
+    def baselines(self, lam: float) -> str:
+        base = "fbp" if self.s["modality"] == "ct" else "zero-filled"
+        self.add(base, base)
+        self.add("CS-TV", "cs", f"lambda {lam} x ||A||^2 (tuned on val), {rt.CS_ITERS} PDHG "
+                 "iterations", lam=lam)
+        self.add("UNet (supervised)", "unet", "residual BasicUNet on the direct reconstruction")
+        return base
+
+    def diffusion(self, full: dict, ccdf: dict, init: str) -> None:
+        """Full-length rows (``name`` or ``"method variant"``) and CCDF rows from ``init``."""
+        for name, (steps, opts) in full.items():
+            self.add(name, name.split()[0], f"{steps} steps {opts}" if opts else f"{steps} steps",
+                     steps=steps, **opts)
+        for name, (steps, opts) in ccdf.items():
+            tag = f"{name} CCDF" + ("" if init in ("zero-filled", "fbp") else f" from {init}")
+            row = self.add(tag, name, f"t0 {T0}, {steps} steps, init {init}", steps=steps,
+                           t0=T0, init=init, **opts)
+            assert row["nfe"] <= 20, row
 
 
 def psnr_vs_nfe(model, images, a) -> dict:
-    """score-MRI, MRI 4x random: CCDF (t0 = 10 x steps) vs full-length, same step counts."""
+    """CCDF (t0 = 10 x steps, init zero-filled) vs full length at equal steps, MRI 4x random."""
     s = {"modality": "mri", "mask": "random", "acceleration": 4, "coils": 1}
     step_list = [2, 4] if a.quick else [5, 10, 20, 40]
-    curves = {"CCDF (t0 = 10 x steps, init zero-filled)": [], "full length (t0 = T-1)": []}
-    nfes = []
-    for steps in step_list:
-        row, _ = evaluate(model, s, images, "score-mri", a.seed, a.batch, steps=steps,
-                          t0=10 * steps, init="zero-filled")
-        full, _ = evaluate(model, s, images, "score-mri", a.seed, a.batch, steps=steps)
-        assert row["nfe"] == full["nfe"]
-        nfes.append(row["nfe"])
-        for key, r in zip(curves, (row, full)):
-            curves[key].append(r["psnr"])
-    return {"setting": label(s), "method": "score-mri", "steps": step_list, "nfe": nfes,
-            "psnr": curves}
+    base = evaluate(None, s, images, "zero-filled", a.seed, a.batch)[0]["psnr"]
+    out = {"setting": label(s), "steps": step_list, "zero_filled_psnr": base, "methods": {}}
+    for method, opts in (("mcg", {"alpha": 1.0}), ("score-mri", {})):
+        curves, nfes = {"CCDF": [], "full length": []}, []
+        for steps in step_list:
+            warm, _ = evaluate(model, s, images, method, a.seed, a.batch, steps=steps,
+                               t0=10 * steps, init="zero-filled", **opts)
+            full, _ = evaluate(model, s, images, method, a.seed, a.batch, steps=steps, **opts)
+            nfes.append(warm["nfe"])
+            curves["CCDF"].append(warm["psnr"])
+            curves["full length"].append(full["psnr"])
+        steps_ref = 4 if a.quick else FULL[method][0]
+        ref, _ = evaluate(model, s, images, method, a.seed, a.batch, steps=steps_ref, **opts)
+        best20 = max([p for p, n in zip(curves["CCDF"], nfes) if n <= 20], default=None)
+        frac = None if best20 is None else round((best20 - base) / (ref["psnr"] - base), 3)
+        out["methods"][method] = {"nfe": nfes, "psnr": curves, "reference": {
+            "steps": steps_ref, "nfe": ref["nfe"], "psnr": ref["psnr"]},
+            "best_ccdf_psnr_at_most_20_nfe": best20, "fraction_of_full_gain": frac}
+    return out
 
 
 def panel(path: Path, title: str, clean, outs: dict, names: list[str], index: int) -> None:
     names = [n for n in names if n in outs]
-    cols = [("reference", clean[index, 0])] + [(n, outs[n][index, 0]) for n in names]
-    cols.append((f"|error| {names[-1]}", (outs[names[-1]][index, 0] - clean[index, 0]).abs()))
+    ref = clean.abs()
+    cols = [("reference", ref[index, 0])] + [(n, outs[n][index, 0]) for n in names]
+    cols.append((f"|error| {names[-1]}", (outs[names[-1]][index, 0] - ref[index, 0]).abs()))
     n = len(cols) - 1
     save_panel(path, cols, error_columns=[n], vmin=[0] * (n + 1), vmax=[1] * n + [None],
                suptitle=title)
 
 
+# ------------------------------------------------------------------------------ suites
+def main_settings(quick: bool) -> list[dict]:
+    mri = [{"modality": "mri", "mask": m, "acceleration": r, "coils": 1}
+           for r in (4, 8) for m in ("equispaced", "random")]
+    mri.append({"modality": "mri", "mask": "random", "acceleration": 4, "coils": 8})
+    ct = [{"modality": "ct", "views": v, "dose": None} for v in (30, 60)]
+    ct.append({"modality": "ct", "views": None, "dose": 0.25})
+    return [mri[1], ct[0]] if quick else mri + ct
+
+
+def robustness_sets(a) -> dict[str, torch.Tensor]:
+    sets = {"left-out contrast (FLAIR)": mri_images("test", ("FLAIR",)),
+            "coronal views": mri_images("test", orientation="coronal"),
+            "sagittal views": mri_images("test", orientation="sagittal"),
+            "finer resolution (1.97 mm, cropped)": mri_images("test", zoom=1.5)}
+    if a.quick:
+        sets = dict(list(sets.items())[:1])
+    return {k: subset(v, a.n_slices, a.seed + 1) for k, v in sets.items()}
+
+
+def run_main(models: dict, data: dict, a, full, ccdf, figures: Path) -> list[dict]:
+    results, lams = [], {}
+    for s in main_settings(a.quick):
+        mod = s["modality"]
+        test, val = data[mod]
+        print(f"{label(s)} ({len(test)} slices, model {models[mod].name})", flush=True)
+        lams[label(s)] = lam = tune_cs(s, val, a)
+        table = Table(models[mod], s, test, a)
+        base = table.baselines(lam)
+        table.diffusion(full, ccdf, base)
+        if label(s) == "MRI 4x random single-coil" and "real" in models:
+            table.add("score-mri, real prior (re/im as batch)", "score-mri",
+                      f"{models['real'].name}, 100 steps", model=models["real"], steps=100,
+                      view="batch")
+        results.append({"setting": label(s), **s, "model": models[mod].name, "rows": table.rows})
+        if label(s) in ("MRI 4x random single-coil", "CT 30 views"):
+            panel(figures / f"reconstruction_{mod}.png", label(s), test, table.outs,
+                  [base, "CS-TV", "UNet (supervised)", "mcg CCDF", "mcg"], len(test) // 2)
+    return results, lams
+
+
+def run_robustness(model, a, lam: float, full, ccdf, figures: Path) -> list[dict]:
+    s = {"modality": "mri", "mask": "random", "acceleration": 4, "coils": 1}
+    results = []
+    for name, images in robustness_sets(a).items():
+        print(f"robustness: {name} ({len(images)} slices)", flush=True)
+        table = Table(model, s, images, a)
+        base = table.baselines(lam)
+        table.diffusion(full, ccdf, base)
+        table.diffusion({}, ccdf, "cs")
+        results.append({"setting": f"{label(s)}, {name}", "rows": table.rows})
+        if name.startswith("left-out"):
+            panel(figures / "reconstruction_robustness.png", f"{label(s)}, {name}", images,
+                  table.outs, ["zero-filled", "CS-TV", "UNet (supervised)", "mcg"],
+                  len(images) // 2)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=api.DEFAULT_MODEL)
+    p.add_argument("--mri-model", default=rt.DEFAULT_MODELS["mri"])
+    p.add_argument("--ct-model", default=rt.DEFAULT_MODELS["ct"])
+    p.add_argument("--real-model", default=api.DEFAULT_MODEL,
+                   help="real-valued prior for the re/im-as-batch row ('' to skip)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--n-slices", type=int, default=None, help="fixed-seed subset of the test slab")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--n-slices", type=int, default=8, help="fixed-seed subset of the test slab")
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--multicoil", action="store_true", help="add 8-coil MRI at 4x random")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 4 slices, 2 settings, a few steps; results under bench/results")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 slices, few steps")
     a = p.parse_args()
+    if a.quick:
+        a.n_slices = 2
     start = time.perf_counter()
-    model = api.load_model(a.model, device=a.device)
-    size = model.spec.image_size
-    test, val = held_out("test", size), held_out("val", size)
-    n = 4 if a.quick and a.n_slices is None else a.n_slices
-    g = torch.Generator().manual_seed(a.seed)
-    if n is not None:
-        test = test[torch.randperm(len(test), generator=g)[:n].sort().values]
-    val = val[torch.randperm(len(val), generator=g)[:4 if a.quick else 16].sort().values]
+    models = {"mri": api.load_model(a.mri_model, device=a.device),
+              "ct": api.load_model(a.ct_model, device=a.device)}
+    if a.real_model and not a.quick:
+        models["real"] = api.load_model(a.real_model, device=a.device)
+    n_val = 2 if a.quick else 8
+    data = {"mri": (subset(mri_images("test"), a.n_slices, a.seed),
+                    subset(mri_images("val"), n_val, a.seed)),
+            "ct": (subset(ct_images("test"), a.n_slices, a.seed),
+                   subset(ct_images("val"), n_val, a.seed))}
     full, ccdf = (QUICK_FULL, QUICK_CCDF) if a.quick else (FULL, CCDF)
     figures = ROOT / "bench" / "results" / "quick" if a.quick else ROOT / "docs" / "figures"
+    results, lams = run_main(models, data, a, full, ccdf, figures)
+    robust = run_robustness(models["mri"], a, lams["MRI 4x random single-coil"],
+                            QUICK_FULL if a.quick else ROBUST_FULL,
+                            QUICK_CCDF if a.quick else ROBUST_CCDF, figures)
+    curve = psnr_vs_nfe(models["mri"], data["mri"][0], a)
+    series = {f"{m}, {k}": v for m, c in curve["methods"].items() for k, v in c["psnr"].items()}
+    series["zero-filled"] = [curve["zero_filled_psnr"]] * len(curve["steps"])
+    save_curve(figures / "reconstruction_psnr_vs_nfe.png", curve["steps"], series,
+               "reverse steps (MCG: NFE = steps; score-MRI: NFE = 2 x steps)", "PSNR (dB)",
+               title=f"CCDF warm start vs full length, {curve['setting']}", logx=True)
+    doc = {"models": {k: m.name for k, m in models.items()}, "device": str(models["mri"].denoiser.device),
+           "machine": platform.processor() or platform.machine(), "test_slices": a.n_slices,
+           "val_slices_for_tuning": n_val, "seed": a.seed, "quick": a.quick,
+           "settings": results, "robustness": robust, "psnr_vs_nfe": curve,
+           "seconds": round(time.perf_counter() - start, 1)}
     out_json = ROOT / "bench" / "results" / ("reconstruction_quick.json" if a.quick
                                              else "reconstruction.json")
-    results = []
-    for k, s in enumerate(settings(a.quick, a.multicoil)):
-        print(f"{label(s)} ({len(test)} slices)", flush=True)
-        rows, outs = run_setting(model, s, test, val, a, full, ccdf)
-        results.append({"setting": label(s), **s, "rows": rows})
-        if k == 0 or (s["modality"] == "ct" and results[-2]["modality"] == "mri"):
-            base = "fbp" if s["modality"] == "ct" else "zero-filled"
-            panel(figures / f"reconstruction_{s['modality']}.png", label(s), test, outs,
-                  [base, "CS-TV", "score-mri CCDF", "score-mri"], len(test) // 2)
-    curve = psnr_vs_nfe(model, test, a)
-    save_curve(figures / "reconstruction_psnr_vs_nfe.png", curve["nfe"], curve["psnr"],
-               "network evaluations (NFE)", "PSNR (dB)",
-               title=f"{curve['method']}, {curve['setting']}", logx=True)
-    doc = {"model": model.name, "device": str(model.denoiser.device),
-           "machine": platform.processor() or platform.machine(), "test_slices": len(test),
-           "val_slices_for_tuning": len(val), "seed": a.seed, "quick": a.quick,
-           "settings": results, "psnr_vs_nfe": curve,
-           "seconds": round(time.perf_counter() - start, 1)}
     atomic_write(out_json, lambda fh: fh.write((json.dumps(doc, indent=2) + "\n").encode()))
     print(f"wrote {out_json} and figures in {figures} ({doc['seconds']} s)")
 

@@ -26,6 +26,7 @@ from scipy.ndimage import gaussian_filter
 
 from meddiff import api
 from meddiff.data.datasets import BrainSlices
+from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
 from meddiff.eval.figures import save_bars, save_grid
 from meddiff.eval.frechet import feature_stats, frechet_distance, load_feature_encoder
 from meddiff.nets.unet import count_parameters
@@ -34,20 +35,57 @@ from meddiff.train.checkpoint import load_checkpoint, load_model_weights
 from meddiff.zoo.store import WEIGHTS_DIR, DiffusionSpec, build_denoiser, save_model, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_SUMMARY = ("simulated brain MRI slices: MNI152 2009a anatomy (nilearn's bundled files), "
-                "T1w/T2w/PDw/FLAIR signal equations with random parameters, elastic/affine "
-                "warps, bias field, Rician noise; axial training slabs only")
+_ANATOMY = "MNI152 2009a anatomy (nilearn's bundled files), axial training slabs only"
+# per data.dataset: (what the card calls the model, training data, intensity contract, users)
+KINDS = {
+    "brain_slices": (
+        "healthy brain MRI (magnitude)",
+        f"simulated brain MRI slices: {_ANATOMY}; T1w/T2w/PDw/FLAIR signal equations with random "
+        "parameters, elastic/affine warps, bias field, Rician noise",
+        "image space [0, 1] -> model space [-1, 1]",
+        "the healthy-anatomy prior shared by sampling, denoising, reconstruction of magnitude "
+        "images and anomaly detection"),
+    "complex_brain_slices": (
+        "complex-valued brain MRI (real and imaginary channels)",
+        f"simulated brain MRI slices with smooth random phase: {_ANATOMY}; T1w/T2w/PDw (FLAIR "
+        "left out for the robustness benchmark), warps, bias field, Rician noise, phase = "
+        "uniform offset + degree-3 polynomial (RMS 1 rad)",
+        "two channels (real, imaginary) of an image of magnitude <= 1, used as model space",
+        "MRI reconstruction (`meddiff reconstruct`, default for --modality mri): score-mri, song, "
+        "mcg, dps, diffuserecon, langevin, CCDF warm starts"),
+    "head_ct_slices": (
+        "head CT",
+        f"head-CT-like slices rendered from the tissue maps: {_ANATOMY}; CSF 8 / GM 37 / WM 28 "
+        "HU, skull 4-8 mm at 700-1300 HU, scalp, warps",
+        "image space (HU + 1000) / 2000 in [0, 1] -> model space [-1, 1]",
+        "CT reconstruction (`meddiff reconstruct --modality ct`): sparse-view and low-dose"),
+}
 
 
-def _images(split: str, n: int, size: int, seed: int) -> torch.Tensor:
-    ds = BrainSlices(split, size=size, augment=True, seed=seed, length=n)
-    return torch.stack([ds[i]["image"] for i in range(n)])
+def _magnitude(x: torch.Tensor) -> torch.Tensor:
+    """Images for the feature encoder: (N, 1, S, S) in [0, 1] (complex channels -> magnitude)."""
+    return x.norm(dim=1, keepdim=True).clamp(0, 1) if x.shape[1] == 2 else x
 
 
-def realism(name: str, n: int, seed: int) -> dict[str, float]:
-    """FD-MedEnc of generated and reference sets against augmented held-out test images."""
+def _image_fn(dataset: str, contrasts):
+    classes = {"brain_slices": BrainSlices, "complex_brain_slices": ComplexBrainSlices}
+
+    def images(split: str, n: int, size: int, seed: int) -> torch.Tensor:
+        if dataset == "head_ct_slices":
+            ds = HeadCTSlices(split, size=size, augment=True, seed=seed, length=n)
+        else:
+            ds = classes[dataset](split, size=size, contrasts=contrasts, augment=True, seed=seed,
+                                  length=n)
+        return _magnitude(torch.stack([ds[i]["image"] for i in range(n)]))
+    return images
+
+
+def realism(name: str, cfg: RunConfig, n: int, seed: int) -> dict[str, float]:
+    """FD-MedEnc of generated and reference sets against augmented held-out test images
+    (complex models: on magnitudes)."""
     model = api.load_model(name, device="cpu")
     size = model.spec.image_size
+    _images = _image_fn(cfg.data.dataset, cfg.data.contrasts)
     enc = load_feature_encoder()
     ref = feature_stats(enc, _images("test", n, size, seed + 100))
     blur = _images("test", n, size, seed + 200)
@@ -55,8 +93,10 @@ def realism(name: str, n: int, seed: int) -> dict[str, float]:
     noisy = (_images("test", n, size, seed + 300) + 0.08 * torch.randn(n, 1, size, size,
              generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
     sets = {"real, training slabs": _images("train", n, size, seed + 400),
-            "generated, DDIM 50 steps": api.sample(model, n, "ddim", 50, seed=seed, progress=True),
-            "generated, DDPM 100 steps": api.sample(model, n, "ddpm", 100, seed=seed + 1, progress=True),
+            "generated, DDIM 50 steps": _magnitude(api.sample(model, n, "ddim", 50, seed=seed,
+                                                              progress=True)),
+            "generated, DDPM 100 steps": _magnitude(api.sample(model, n, "ddpm", 100, seed=seed + 1,
+                                                               progress=True)),
             "real test, blurred (1.2 px)": blur, "real test, noise 0.08": noisy}
     fd = {k: round(frechet_distance(*feature_stats(enc, v), *ref), 2) for k, v in sets.items()}
     save_grid(ROOT / "docs/figures" / f"{name}_samples.png", sets["generated, DDIM 50 steps"][:32],
@@ -95,8 +135,9 @@ def export(name: str, cfg: RunConfig) -> tuple[DiffusionSpec, dict]:
                          "machine": f"{platform.processor() or platform.machine()}, "
                                     f"{torch.get_num_threads()} threads, torch {torch.__version__}"},
             "config": f"configs/{name}.yaml"}
-    spec = replace(cfg.model, data={"summary": DATA_SUMMARY, "intensity": "image space [0, 1] -> "
-                                    "model space [-1, 1]", "size": f"{cfg.model.image_size} px"})
+    _, summary, intensity, _ = KINDS[cfg.data.dataset]
+    spec = replace(cfg.model, data={"summary": summary, "intensity": intensity,
+                                    "size": f"{cfg.model.image_size} px"})
     save_model(WEIGHTS_DIR / name, den.net, spec, card)
     return spec, card
 
@@ -105,25 +146,31 @@ def write_card(name: str, cfg: RunConfig, card: dict, fd: dict[str, float], n: i
     tr = card["training"]
     rows = "\n".join(f"| {k} | {v} |" for k, v in fd.items())
     wall = f"{tr['wall_time_s'] / 60:.1f} min"
+    what, summary, intensity, users = KINDS[cfg.data.dataset]
+    encoder_note = "" if cfg.data.dataset != "head_ct_slices" else (
+        "\nThe encoder was trained on MR magnitude images; on CT it is a generic feature extractor, "
+        "so read the values against the reference rows (real / blurred / noisy), not as absolute "
+        "quality.\n")
     text = f"""# {name}
 
 Unconditional 2D diffusion prior (DDPM, {cfg.model.schedule} schedule, {cfg.model.num_steps} steps,
-{cfg.model.parametrization}-prediction) of healthy brain MRI at {cfg.model.image_size}x{cfg.model.image_size}.
-Shared by the methods that need a healthy-anatomy prior.
+{cfg.model.parametrization}-prediction) of {what} at {cfg.model.image_size}x{cfg.model.image_size}.
+Used by: {users}. Reconstruction results with it: `bench/reconstruction.py` (README).
 
 - **Network**: MONAI DiffusionModelUNet, channels {list(cfg.model.net.channels)}, attention at the
   coarsest level, {card['parameters']} parameters.
-- **Data**: {DATA_SUMMARY}. Held out: the validation and test slabs (guard-banded).
+- **Data**: {summary}. Held out: the validation and test slabs (guard-banded).
 - **Training**: {tr['steps']} steps, batch {tr['batch_size']}, AdamW lr {tr['lr']}, EMA {tr['ema_decay']},
   bf16 autocast {tr['bf16']}; wall time {wall} on {tr['machine']}; final loss {tr['final_loss']}.
 - **Reproduce**: `.venv/bin/python scripts/train_zoo.py {name}` (config `configs/{name}.yaml`).
-- **Intensity**: inputs in [0, 1] (image space), network in [-1, 1].
+- **Intensity**: {intensity}.
 
 ## Realism (FD-MedEnc, {n} images per set, against augmented held-out test-slab images)
 
 FD-MedEnc is the Frechet distance on features of meddiff's own encoder (not FID; no Inception
 weights can be downloaded). Lower is closer; "real, training slabs" is the floor.
-
+Complex models are compared on magnitudes.
+{encoder_note}
 | image set | FD-MedEnc |
 |---|---|
 {rows}
@@ -147,7 +194,7 @@ def main() -> None:
     if not a.export_only:
         print(f"training: {train(cfg, resume=True)}")
     spec, card = export(a.name, cfg)
-    fd = realism(a.name, a.n_eval, a.seed)
+    fd = realism(a.name, cfg, a.n_eval, a.seed)
     card["realism_fd_medenc"] = {"n_per_set": a.n_eval, **fd}
     write_spec(WEIGHTS_DIR / a.name, spec, card)
     print(json.dumps(card, indent=2))

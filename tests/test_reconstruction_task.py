@@ -186,6 +186,36 @@ def test_projection_methods_fit_the_image_space_measurement_exactly(method, opts
     assert float(res.image01.min()) > 0 and rt.metrics(res.image01, x)["psnr"] > 24
 
 
+@pytest.mark.parametrize("method,steps,opts,min_psnr", [("score-mri", 100, {}, 25),
+                                                        ("mcg", 30, {"alpha": 0.1}, 33)])
+def test_complex_prior_reconstructs_an_image_with_phase_through_its_two_channels(
+        method, steps, opts, min_psnr):
+    """A complex prior (``intensity="complex"``: model space = (real, imag) channels) given as a
+    Gaussian N(channels(z), 0.0025 I) around the true complex image z must return about |z|
+    (a posterior sample: error std ~0.05 off the measured subspace) -- only if y is used
+    unscaled (no ``2 y - A(1)``) and the channels are mapped back without the affine map.
+    Measured: score-MRI 27-28 dB, MCG 35 dB; CS-TV 31.8 dB, zero-filled 22.7 dB."""
+    from types import SimpleNamespace
+
+    from gaussian_oracle import GaussianEpsNet
+    from meddiff.core.model import Denoiser
+    from meddiff.core.schedule import NoiseSchedule
+    from meddiff.physics.mri import complex_to_channels
+
+    mag = 0.2 + 0.6 * _phantom(1)
+    phase = torch.linspace(-1.0, 2.0, S)[None, None, None, :].expand_as(mag)
+    z = torch.polar(mag, phase)
+    sched = NoiseSchedule("linear")
+    cov = 0.0025 * torch.eye(2 * S * S, dtype=torch.float64)
+    den = Denoiser(GaussianEpsNet(complex_to_channels(z).reshape(-1).double(), cov, sched), sched)
+    model = SimpleNamespace(denoiser=den, spec=SimpleNamespace(intensity="complex", image_size=S))
+    op, y = rt.simulate_mri(z, "random", 4.0, seed=0)
+    res = rt.run(model, op, y, method, steps=steps, seed=0, **opts)
+    assert rt.metrics(res.image01, mag)["psnr"] > min_psnr
+    with pytest.raises(InputError, match="complex-valued prior reconstructs two channels"):
+        rt.run(model, op, y, "song", steps=2, view="batch")
+
+
 # ------------------------------------------------------------------------------ CLI
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from meddiff.core.noise import get_noise
 from meddiff.core.samplers import SAMPLERS, default_spacing, generate, get_sampler
-from meddiff.data.intensity import denormalize, from_model, normalize_percentile, to_model
+from meddiff.data.intensity import (denormalize, from_model, image_space, normalize_percentile,
+                                    to_model)
 from meddiff.data.io import Image, load_image, to_2d_slices
 from meddiff.errors import ConfigError, InputError
 from meddiff.train.distributed import resolve_device
@@ -55,7 +56,9 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 
 def sample(model: LoadedModel, n: int = 16, sampler: str = "ddim", steps: int = 50, seed: int = 0,
            eta: float = 0.0, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
-    """Draw ``n`` images from the model; returns (n, C, *spatial) float32 in [0, 1] (clipped).
+    """Draw ``n`` images from the model; returns (n, C, *spatial) float32 in the model's image
+    space, clipped: [0, 1] (``spec.intensity == "unit"``), or real / imaginary channels in
+    [-1, 1] (``"complex"``; :func:`meddiff.data.intensity.image_space`).
 
     ``sampler``: ddpm | ddim | dpmpp_2m | pc_ve | pc_vp; ``eta`` applies to DDIM only.
     Reproducible with ``seed`` for a given device and batch size.
@@ -79,7 +82,8 @@ def sample(model: LoadedModel, n: int = 16, sampler: str = "ddim", steps: int = 
         b = min(batch_size, n - start)
         x = generate(den, (b, *shape), sampler=sampler, steps=steps, generator=gen,
                      noise=get_noise(spec.noise), device=dev, progress=progress, **opts)
-        out.append(from_model(x).clamp(0, 1).cpu())
+        lo = -1.0 if spec.intensity == "complex" else 0.0
+        out.append(image_space(x, spec.intensity).clamp(lo, 1).cpu())
     return torch.cat(out)
 
 
@@ -152,6 +156,9 @@ def denoise(model: LoadedModel, images: torch.Tensor, sigma: float, method: Deno
     ``images``: (B, 1, H, W) in [0, 1] at the model's size; returns the same shape in [0, 1].
     """
     den = model.denoiser
+    if model.spec.intensity != "unit":
+        raise ConfigError(f"denoising needs a real-valued image prior; {model.name} is "
+                          f"{model.spec.intensity}-valued")
     if not 0 < sigma < 1:
         raise ConfigError(f"sigma must be in (0, 1) (image-space noise std), got {sigma}")
     if method not in ("tweedie", "ddim", "ddpm"):

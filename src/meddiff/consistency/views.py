@@ -96,10 +96,14 @@ class RealView(LinearOperator):
         """The wrapped operator's restriction to measured entries."""
         return self.operator.restrict(y)
 
-    def model_measurement(self, y_image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Measurement of the model-space image ``2 x - 1`` given ``y_image = A x`` of the
-        image-space image ``x`` in [0, 1]: ``2 y - A(1)`` by linearity (``like``: a model-space
-        tensor of the right shape, e.g. ``self.A_adjoint(y_image)``)."""
+    def model_measurement(self, y_image: torch.Tensor, like: torch.Tensor,
+                          intensity: str = "unit") -> torch.Tensor:
+        """Measurement of the model-space image given ``y_image = A x`` of the image-space
+        image ``x`` (:func:`meddiff.data.intensity.model_space`): for ``"unit"`` (model image
+        ``2 x - 1``) ``2 y - A(1)`` by linearity (``like``: a model-space tensor of the right
+        shape, e.g. ``self.A_adjoint(y_image)``); for ``"complex"`` ``y`` itself."""
+        if intensity == "complex":
+            return self.restrict(y_image)
         return self.restrict(2 * y_image - self.A(torch.ones_like(like)))
 
     def __repr__(self) -> str:

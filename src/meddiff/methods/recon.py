@@ -18,6 +18,7 @@ the times ``<= t0``; ``init`` defaults to ``A^+ y`` (zero-filled MRI).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -94,9 +95,14 @@ def song(p: _Problem, lam: float = 1.0, sampler: str = "pc_vp", **sampler_opts) 
 
 
 def _gradient_guided(p: _Problem, alpha: float, project: bool, sampler: str) -> Reconstruction:
+    """MCG / DPS with the step ``alpha / (||y - A x0_hat|| ||A||)``: dividing by the operator
+    norm makes ``alpha`` mean the same for every operator (``||A|| = 1`` for Cartesian MRI with
+    an orthonormal FFT, so there it is the papers' step; CT's ``||A||`` is ~40-100)."""
     guide = MeasurementGradient(p.model, p.op, p.y)
     then = song_callback(p.op, p.y, p.model.schedule, 1.0, p.generator) if project else None
-    x = get_sampler(sampler)(guide, p.start(), p.ts, generator=p.generator,
+    x = p.start()
+    alpha = alpha / math.sqrt(operator_norm_sq(p.op, x))
+    x = get_sampler(sampler)(guide, x, p.ts, generator=p.generator,
                              callback=gradient_callback(guide, alpha, then))
     return Reconstruction(x)
 

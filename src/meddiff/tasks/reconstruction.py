@@ -19,9 +19,11 @@ measurement of the *model-space* image ``2 x - 1`` with
 :meth:`~meddiff.consistency.views.RealView.model_measurement` (``2 y - A(1)``), the input
 :func:`meddiff.methods.recon.reconstruct` expects, and maps the result back to [0, 1].
 
-Complex images and a real-valued prior: ``view="real"`` (the default) reconstructs a real image
-cast to complex (simulated MRI of magnitude images); ``view="batch"`` reconstructs the real and
-imaginary parts as two real images (real k-space with phase; Chung & Ye 2022, arXiv
+Complex images: a complex prior (``spec.intensity == "complex"``, e.g. ``mri-complex-64``)
+reconstructs the complex image as two channels (``view="channels"``, model space = image
+space, so ``y`` is used unchanged). With a real-valued prior, ``view="real"`` (its default)
+reconstructs a real image cast to complex (simulated MRI of magnitude images) and
+``view="batch"`` the real and imaginary parts as two real images (Chung & Ye 2022, arXiv
 2110.05243, sec. 3.3). Results are magnitude images in [0, 1] (``view="real"``: the real part).
 
 Sizes: the images must have the model's size. :func:`read_image` refuses other sizes unless
@@ -41,12 +43,14 @@ import torch
 
 from meddiff.consistency.steps import operator_norm_sq
 from meddiff.consistency.views import RealView
+from meddiff.data.intensity import image_space, model_space
 from meddiff.data.io import KSpace, save_nifti
 from meddiff.errors import InputError
 from meddiff.eval.figures import save_panel
 from meddiff.eval.metrics import nmse_batch, psnr_batch, ssim_batch
 from meddiff.methods.baselines import cs_tv
 from meddiff.methods.recon import METHODS, reconstruct
+from meddiff.methods.unet_recon import unet_recon
 from meddiff.physics import (GaussianNoise, MultiCoilMRI, ParallelBeamCT, SingleCoilMRI,
                              SparseViewCT, TransmissionPoisson, birdcage_maps,
                              calibration_region, equispaced_mask_1d, estimate_sensitivity_maps,
@@ -56,25 +60,32 @@ from meddiff.physics.ct import MU_WATER_PER_MM
 from meddiff.physics.masks import as_binary_mask
 
 DIFFUSION_METHODS = tuple(METHODS)  # score-mri, song, mcg, dps, diffuserecon, langevin
-BASELINES = ("zero-filled", "fbp", "cs")
+BASELINES = ("zero-filled", "fbp", "cs", "unet")
 METHOD_NAMES = ("score-mri", "song", "mcg", "diffuserecon", "langevin", "dps") + BASELINES
 MASKS: dict[str, Callable[..., torch.Tensor]] = {
     "random": random_mask_1d, "equispaced": equispaced_mask_1d, "poisson": poisson_disc_mask_2d}
+DEFAULT_MODELS = {"mri": "mri-complex-64", "ct": "ct-prior-64"}  # the bundled priors per modality
 DEFAULT_ACCELERATION = 4.0
 FULL_VIEWS = 180          # "full" CT sampling when only the dose is reduced
 FULL_DOSE_I0 = 1e5        # blank-scan counts per detector bin at dose 1
-CT_FOV_MM = 200.0         # the image's field of view; image value 1 = water attenuation
+CT_FOV_MM = 200.0         # the image's field of view
+CT_MU_MAX = 2.0           # image value 1 = twice water's attenuation (HU 1000, head-CT window)
 MIN_ACS = 3               # calibration rows / columns needed to estimate coil maps
 CS_LAM = {"mri": 0.03, "ct": 1e-4}  # default TV weight relative to ||A||^2 (val-slab scale)
 CS_ITERS = 300
 
 
 # ---------------------------------------------------------------------------------- checks
-def _check_image01(image01) -> torch.Tensor:
-    """``image01`` must be a real float tensor (B, 1, H, W) in [0, 1] without NaN."""
-    if not torch.is_tensor(image01) or image01.is_complex() or not image01.is_floating_point():
+def _check_image01(image01, allow_complex: bool = False) -> torch.Tensor:
+    """``image01`` must be a real float tensor (B, 1, H, W) in [0, 1] without NaN (or, when
+    ``allow_complex``, a complex one of magnitude <= 1)."""
+    ok_complex = allow_complex and torch.is_tensor(image01) and image01.is_complex()
+    if not torch.is_tensor(image01) or not (ok_complex or image01.is_floating_point()):
         kind = image01.dtype if torch.is_tensor(image01) else type(image01).__name__
         raise InputError(f"the image must be a real float tensor, got {kind}")
+    if ok_complex:
+        _check_image01(image01.abs(), False)
+        return image01.to(torch.complex64)
     if image01.dim() != 4 or image01.shape[1] != 1 or min(image01.shape[-2:]) < 2:
         raise InputError(f"the image must have shape (B, 1, H, W), got {tuple(image01.shape)}")
     if not bool(torch.isfinite(image01).all()):
@@ -106,10 +117,11 @@ def make_mask(kind: str, shape: tuple[int, int], acceleration: float, seed: int)
 
 
 def ct_scale(size: int) -> float:
-    """Attenuation per pixel of image value 1: water over a ``CT_FOV_MM`` field of view
-    (central line integrals of a brain-sized object then reach about 3, see
+    """Attenuation per pixel of image value 1 (``CT_MU_MAX`` x water over a ``CT_FOV_MM`` field
+    of view, the image space of :class:`~meddiff.data.modalities.HeadCTSlices`): central line
+    integrals of a head then reach about 4 (see
     :func:`~meddiff.physics.ct.hu_to_attenuation`)."""
-    return MU_WATER_PER_MM * CT_FOV_MM / size
+    return CT_MU_MAX * MU_WATER_PER_MM * CT_FOV_MM / size
 
 
 def is_ct(operator: LinearOperator) -> bool:
@@ -123,7 +135,9 @@ def simulate_mri(image01: torch.Tensor, mask: str = "random",
                  noise_std: float = 0.0, seed: int = 0) -> tuple[LinearOperator, torch.Tensor]:
     """Undersampled Cartesian k-space of image-space images.
 
-    ``image01``: (B, 1, H, W) float in [0, 1], cast to complex (a real-valued image).
+    ``image01``: (B, 1, H, W) float in [0, 1], cast to complex (a real-valued image), or
+    complex with magnitude <= 1 (an image with phase, e.g. from
+    :class:`~meddiff.data.modalities.ComplexBrainSlices`).
     ``coils = 1``: :class:`~meddiff.physics.mri.SingleCoilMRI`; ``coils > 1``:
     :class:`~meddiff.physics.mri.MultiCoilMRI` with simulated birdcage sensitivities (RSS 1).
     ``noise_std``: complex Gaussian k-space noise (image-space units, orthonormal FFT), on
@@ -132,7 +146,7 @@ def simulate_mri(image01: torch.Tensor, mask: str = "random",
     Returns ``(operator, y)``: ``y = restrict(noise(A x))`` complex (B, coils, H, W), the
     measurement of the *image-space* image (see the module docstring).
     """
-    x = _check_image01(image01)
+    x = _check_image01(image01, allow_complex=True)
     if not (isinstance(coils, int) and coils >= 1):
         raise InputError(f"coils must be an integer >= 1, got {coils!r}")
     if not noise_std >= 0:
@@ -283,9 +297,10 @@ class Result:
 def baseline(operator: LinearOperator, y: torch.Tensor, name: str,
              lam: float | None = None) -> torch.Tensor:
     """A classical reconstruction in the operator's domain and image-space units:
-    ``zero-filled`` (MRI, ``A^H y``), ``fbp`` (CT, ramp filter) or ``cs``
+    ``zero-filled`` (MRI, ``A^H y``), ``fbp`` (CT, ramp filter), ``cs``
     (:func:`~meddiff.methods.baselines.cs_tv` started from the former, TV weight
-    ``lam * ||A||^2``, default :data:`CS_LAM` of the modality)."""
+    ``lam * ||A||^2``, default :data:`CS_LAM` of the modality) or ``unet`` (the bundled
+    supervised network applied to the former, :mod:`meddiff.methods.unet_recon`)."""
     ct = is_ct(operator)
     if name == "fbp" and not ct:
         raise InputError("fbp needs a CT operator; use zero-filled for MRI")
@@ -294,6 +309,8 @@ def baseline(operator: LinearOperator, y: torch.Tensor, name: str,
     direct = operator.fbp(y) if ct else operator.A_adjoint(y)
     if name in ("zero-filled", "fbp"):
         return direct
+    if name == "unet":
+        return unet_recon(direct, "ct" if ct else "mri")
     if name != "cs":
         raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     lam = CS_LAM["ct" if ct else "mri"] if lam is None else lam
@@ -315,8 +332,22 @@ def _check_size(model, like: torch.Tensor) -> None:
                          f"{size}x{size}; resample the input (--resize)")
 
 
+def _view(intensity: str, view: str | None, operator: LinearOperator) -> str:
+    """The model-space view of ``operator`` for a prior of ``intensity``."""
+    if intensity == "complex":
+        if is_ct(operator):
+            raise InputError("a complex-valued prior cannot reconstruct CT; use a CT prior")
+        if view not in (None, "channels"):
+            raise InputError(f"a complex-valued prior reconstructs two channels; view {view!r} "
+                             "needs a real-valued prior")
+        return "channels"
+    if view == "channels":
+        raise InputError("view 'channels' needs a complex-valued (two-channel) prior")
+    return view or "real"
+
+
 def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: int = 100,
-        t0: float | None = None, init: str | None = None, seed: int = 0, view: str = "real",
+        t0: float | None = None, init: str | None = None, seed: int = 0, view: str | None = None,
         lam: float | None = None, **opts) -> Result:
     """Reconstruct image-space images from ``y`` (the measurement of the image-space image).
 
@@ -329,7 +360,8 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
             ``t0`` from the forward-diffused ``init`` baseline (``zero-filled`` / ``fbp`` /
             ``cs``; default zero-filled for MRI, fbp for CT).
         seed: the diffusion sampler's seed.
-        view: ``real`` or ``batch`` for complex MRI (module docstring).
+        view: ``real`` or ``batch`` for complex MRI with a real prior (default ``real``);
+            a complex prior always uses ``channels`` (module docstring).
         lam: CS-TV weight relative to ``||A||^2`` (method ``cs`` and ``init="cs"``; default
             :data:`CS_LAM` of the modality).
         **opts: the diffusion method's own options (:mod:`meddiff.methods.recon`).
@@ -350,22 +382,27 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
         raise InputError("an init needs a warm-start time t0")
     den = getattr(model, "denoiser", model)
     y = y.to(den.device)
+    intensity = getattr(getattr(model, "spec", None), "intensity", "unit")
+    view = _view(intensity, view, operator)
     rv = RealView(operator, view)
     like = rv.A_adjoint(y)
     _check_size(model, like)
-    y_model = rv.model_measurement(y, like)
+    y_model = rv.model_measurement(y, like, intensity)
     init_model = None
     if t0 is not None:
         z0 = baseline(operator, y, init or ("fbp" if is_ct(operator) else "zero-filled"), lam)
-        init_model = (2 * rv.from_domain(z0) - 1).clamp(-1, 1).float()
+        init_model = model_space(rv.from_domain(z0), intensity).clamp(-1, 1).float()
     if method == "langevin" and isinstance(operator.noise, GaussianNoise):
         opts.setdefault("noise_std", 2 * operator.noise.sigma)  # model space doubles the noise
     with torch.no_grad():
         rec = reconstruct(den, operator, y_model, method, steps, t0, init_model,
                           generator=seed, view=view, **opts)
-    z = rv.to_domain((rec.x + 1) / 2)
+    z = rv.to_domain(image_space(rec.x, intensity))
     image01 = _magnitude01(z.real if view == "real" else z)
-    std01 = None if rec.std is None else (rv.to_domain(rec.std).abs() / 2).float().cpu()
+    std01 = None
+    if rec.std is not None:  # the intensity maps are affine: std scales by their slope
+        slope = 1.0 if intensity == "complex" else 0.5
+        std01 = (rv.to_domain(rec.std).abs() * slope).float().cpu()
     return Result(image01, std01, rec.nfe, time.perf_counter() - start)
 
 

@@ -23,8 +23,6 @@ _KSPACE_SUFFIXES = (".h5", ".hdf5")
 def add_reconstruct_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``reconstruct`` sub-command to the ``subparsers`` of
     :func:`meddiff.cli.build_parser`."""
-    from meddiff.api import DEFAULT_MODEL
-
     r = subparsers.add_parser(
         "reconstruct", help="reconstruct undersampled MRI (simulated or fastMRI k-space) or "
                             "sparse-view / low-dose CT (simulated) with a diffusion prior")
@@ -48,12 +46,14 @@ def add_reconstruct_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=100, help="reverse diffusion steps")
     r.add_argument("--t0", type=float, default=None,
                    help="CCDF warm start: start at this diffusion time (0..T-1) from --init")
-    r.add_argument("--init", default=None, choices=("zero-filled", "fbp", "cs"),
+    r.add_argument("--init", default=None, choices=("zero-filled", "fbp", "cs", "unet"),
                    help="warm-start image (default zero-filled for MRI, fbp for CT)")
     r.add_argument("--lam", type=float, default=None,
                    help="CS-TV weight relative to ||A||^2 (method cs, --init cs; default "
                         f"{rt.CS_LAM['mri']:g} MRI, {rt.CS_LAM['ct']:g} CT)")
-    r.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, NAME.json, or run dir")
+    r.add_argument("--model", default=None,
+                   help="bundled name, NAME.json, or run dir (default: "
+                        + ", ".join(f"{v} for {k}" for k, v in rt.DEFAULT_MODELS.items()) + ")")
     r.add_argument("--resize", action="store_true", help="resample slices to the model's size")
     r.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz); a PNG panel and, for methods with an "
@@ -88,21 +88,22 @@ def _check_options(a: argparse.Namespace, kspace: bool) -> None:
     rt.output_paths(a.out)
 
 
-def _problem(a: argparse.Namespace, size: int, kspace: bool):
-    """(operator, y, reference01, geometry, view) for the input file."""
+def _problem(a: argparse.Namespace, size: int, kspace: bool, real_prior: bool):
+    """(operator, y, reference01, geometry, view) for the input file (view None: the model's
+    default, see :func:`meddiff.tasks.reconstruction.run`)."""
     if kspace:
         from meddiff.data.io import load_kspace
 
         op, y, ref = rt.measurement_from_kspace(load_kspace(a.input), a.mask, a.acceleration,
                                                 a.seed, size=size)
-        return op, y, ref, rt.Geometry.plain(), "batch"
+        return op, y, ref, rt.Geometry.plain(), "batch" if real_prior else None
     image01, geometry = rt.read_image(a.input, size, a.resize)
     if a.modality == "ct":
         op, y = rt.simulate_ct(image01, a.views, a.dose, a.seed)
     else:
         accel = rt.DEFAULT_ACCELERATION if a.acceleration is None else a.acceleration
         op, y = rt.simulate_mri(image01, a.mask, accel, a.coils, a.noise_std, a.seed)
-    return op, y, image01, geometry, "real"
+    return op, y, image01, geometry, None
 
 
 def cmd_reconstruct(a: argparse.Namespace) -> None:
@@ -112,8 +113,9 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
 
     kspace = Path(a.input).suffix.lower() in _KSPACE_SUFFIXES
     _check_options(a, kspace)
-    model = api.load_model(a.model, device=a.device)
-    op, y, ref, geometry, view = _problem(a, model.spec.image_size, kspace)
+    model = api.load_model(a.model or rt.DEFAULT_MODELS[a.modality], device=a.device)
+    op, y, ref, geometry, view = _problem(a, model.spec.image_size, kspace,
+                                          model.spec.intensity == "unit")
     base_name = "fbp" if rt.is_ct(op) else "zero-filled"
     result = rt.run(model, op, y, a.method, a.steps, a.t0, a.init, a.seed, view=view, lam=a.lam)
     base = result if a.method == base_name else rt.run(None, op, y, base_name)

@@ -1,0 +1,83 @@
+"""Head-CT and complex-MRI renderings (meddiff.data.modalities) and their training configs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from meddiff.data.datasets import BrainSlices
+from meddiff.data.intensity import image_space, model_space
+from meddiff.data.modalities import (CT_TISSUE_HU, ComplexBrainSlices, HeadCTSlices, hu_to_image,
+                                     render_head_ct)
+from meddiff.errors import ConfigError
+
+
+def test_hu_window_maps_air_water_bone():
+    np.testing.assert_allclose(hu_to_image(np.array([-1000.0, 0.0, 1000.0, 3000.0])),
+                               [0.0, 0.5, 1.0, 1.0])
+
+
+def test_head_ct_has_tissue_hu_inside_a_bone_ring_in_air():
+    """A disc of pure grey matter: inside ~37 HU, a shell of bone (700-1300 HU) of the drawn
+    thickness right outside it, then scalp and air far away."""
+    n, spacing = 64, 2.0
+    yy, xx = np.mgrid[:n, :n] - n / 2 + 0.5
+    disc = (np.hypot(yy, xx) < 20).astype(np.float32)
+    fr = np.stack([np.zeros_like(disc), disc, np.zeros_like(disc)])
+    hu = render_head_ct(fr, spacing, np.random.default_rng(0))
+    r = np.hypot(yy, xx)
+    assert abs(float(np.median(hu[r < 15])) - CT_TISSUE_HU[1]) < 3
+    ring = hu[(r > 22) & (r < 23)]
+    assert 700 * 0.8 < float(np.median(ring)) < 1300
+    assert float(hu[0, 0]) < -990  # corner: air
+
+
+def test_head_ct_slices_are_deterministic_and_in_range():
+    ds = HeadCTSlices("test", seed=3)
+    a, b = ds[2], HeadCTSlices("test", seed=3)[2]
+    assert torch.equal(a["image"], b["image"]) and a["contrast"] == -1
+    img = a["image"]
+    assert img.shape == (1, 64, 64) and 0 <= float(img.min()) and float(img.max()) <= 1
+    assert float(img.max()) > 0.8  # bone is present
+    brain = a["brain"].bool()
+    assert abs(float(img[brain].median()) - 0.515) < 0.01  # brain tissue ~30 HU
+
+
+def test_complex_slices_have_the_magnitude_of_the_mr_slice_and_a_smooth_phase():
+    ds = ComplexBrainSlices("val", contrasts=("T2w",), seed=1)
+    mr = BrainSlices("val", contrasts=("T2w",), seed=1)
+    item, ref = ds[4], mr[4]
+    z = torch.complex(item["image"][0], item["image"][1])
+    assert torch.allclose(z.abs(), ref["image"][0], atol=1e-6)
+    phase = torch.angle(z)[ref["brain"][0].bool()]
+    assert float(phase.std()) > 0.05  # not a constant phase
+    # smooth: neighbouring brain pixels differ little in phase (wrapped difference)
+    zb = z * ref["brain"][0]
+    dphi = torch.angle(zb[:, 1:] * zb[:, :-1].conj())[(zb[:, 1:].abs() > 0.2) & (zb[:, :-1].abs() > 0.2)]
+    assert float(dphi.abs().median()) < 0.1
+    assert torch.equal(ComplexBrainSlices("val", contrasts=("T2w",), seed=1)[4]["image"], item["image"])
+    with pytest.raises(ConfigError):
+        ComplexBrainSlices("val", phase_rms=-1)
+
+
+def test_intensity_maps_round_trip():
+    x = torch.rand(2, 1, 4, 4)
+    assert torch.allclose(image_space(model_space(x)), x)
+    c = torch.rand(2, 2, 4, 4) * 2 - 1
+    assert torch.equal(model_space(c, "complex"), c) and torch.equal(image_space(c, "complex"), c)
+
+
+def test_configs_of_the_new_priors_load_and_are_consistent(tmp_path):
+    from pathlib import Path
+
+    from meddiff.train.build import load_run_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    ct, mri = load_run_config(root / "ct-prior-64.yaml"), load_run_config(root / "mri-complex-64.yaml")
+    assert ct.model.intensity == "unit" and ct.data.dataset == "head_ct_slices"
+    assert mri.model.intensity == "complex" and mri.model.net.in_channels == 2
+    assert "FLAIR" not in mri.data.contrasts  # left out for the robustness benchmark
+    bad = (root / "mri-complex-64.yaml").read_text().replace("intensity: complex", "")
+    (tmp_path / "bad.yaml").write_text(bad)
+    with pytest.raises(ConfigError, match="complex"):
+        load_run_config(tmp_path / "bad.yaml")
