@@ -154,7 +154,7 @@ def write_card(name: str, cfg: RunConfig, card: dict, fd: dict[str, float], n: i
     text = f"""# {name}
 
 Unconditional 2D diffusion prior (DDPM, {cfg.model.schedule} schedule, {cfg.model.num_steps} steps,
-{cfg.model.parametrization}-prediction) of {what} at {cfg.model.image_size}x{cfg.model.image_size}.
+{cfg.model.parametrization}-prediction, {cfg.model.noise} noise) of {what} at {cfg.model.image_size}x{cfg.model.image_size}.
 Used by: {users}. Reconstruction results with it: `bench/reconstruction.py` (README).
 
 - **Network**: MONAI DiffusionModelUNet, channels {list(cfg.model.net.channels)}, attention at the

@@ -1,0 +1,291 @@
+"""Anomaly detection (D1 / D3 / D4): exact-denoiser checks of the maps, the lesion benchmark,
+the noise-aware classifier files and the ``meddiff detect`` CLI."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from gaussian_oracle import GaussianEpsNet
+from meddiff.cli import main
+from meddiff.core.model import Denoiser
+from meddiff.core.noise import gaussian, simplex
+from meddiff.core.schedule import NoiseSchedule
+from meddiff.data.io import load_image, save_nifti
+from meddiff.data.lesion_bench import (HEALTHY, LESION, ClassifierData, healthy_bench,
+                                       lesion_bench)
+from meddiff.data.intensity import to_model
+from meddiff.errors import InputError
+from meddiff.methods import anomaly as an
+from meddiff.methods.noisy_classifier import (ClassifierConfig, NoisyClassifier, load_classifier,
+                                              save_classifier)
+from meddiff.tasks import detection as dt
+from tiny_model import save_tiny
+
+S = 16
+SCHEDULE = NoiseSchedule()
+TINY_CLF = ClassifierConfig(image_size=S, channels=(16, 16), attention_levels=(False, False),
+                            norm_num_groups=8, num_head_channels=8)
+
+
+def _template() -> torch.Tensor:
+    """A 'healthy' image (S, S) in [0, 1]: a bright disc on a darker background."""
+    yy, xx = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
+    return 0.3 + 0.4 * (((yy - 7.5) ** 2 + (xx - 7.5) ** 2) < 36).double()
+
+
+def _iso_denoiser(tau: float) -> Denoiser:
+    """Exact denoiser of data ``N(to_model(template), tau^2 I)`` in model space."""
+    mu = to_model(_template()).flatten()
+    cov = tau ** 2 * torch.eye(S * S, dtype=torch.float64)
+    return Denoiser(GaussianEpsNet(mu, cov, SCHEDULE), SCHEDULE)
+
+
+def _images(tau: float, seed: int = 0) -> torch.Tensor:
+    """(2, 1, S, S) image space: an in-distribution draw and the same image with a +0.25 bump."""
+    g = torch.Generator().manual_seed(seed)
+    x = (_template() + 0.5 * tau * torch.randn(S, S, generator=g, dtype=torch.float64)).float()
+    bump = x.clone()
+    bump[6:9, 6:9] += 0.25
+    return torch.stack([x, bump])[:, None]
+
+
+BUMP = torch.zeros(S, S, dtype=torch.bool)
+BUMP[6:9, 6:9] = True
+
+
+# ------------------------------------------------------------------------------ D3 AnoDDPM
+def test_anoddpm_keeps_healthy_images_and_flags_a_bump():
+    den, x = _iso_denoiser(0.02), _images(0.02)
+    res = an.anoddpm(den, x, t=100, smooth_px=0, generator=torch.Generator().manual_seed(1))
+    assert res.nfe == 101  # every integer time from t down to 0
+    assert torch.equal(res.maps, (x - res.recon).abs())  # the unsmoothed map is |x - x_hat|
+    healthy, sick = res.maps[0, 0], res.maps[1, 0]
+    assert healthy.mean() < 0.02 and healthy.max() < 0.07
+    # exact prior N(mu, tau^2 I): E[x_hat] = mu + (1 - k)(x - mu), k = s^2 / (s^2 + a^2 tau^2)
+    # ~ 0.997, so the bump (0.25) comes back almost entirely in the map
+    assert sick[BUMP].min() > 0.18 and sick[BUMP].min() > sick[~BUMP].max()
+
+
+def test_anoddpm_mean_reconstruction_is_the_exact_posterior_mean():
+    tau, t = 0.3, 100.0
+    den, x = _iso_denoiser(tau), _images(0.02)
+    res = an.anoddpm(den, x, t=t, steps=20, smooth_px=0, samples=24,
+                     generator=torch.Generator().manual_seed(2))
+    # prior N(mu, tau^2 I): E[x_hat | x] = mu + (1 - k)(x - mu), k = s^2 / (s^2 + a^2 tau^2);
+    # the DDPM chain's mean is exact for any step count (each step is linear in x0_hat)
+    ab = float(SCHEDULE.alpha_bar(t))
+    k = (1 - ab) / (1 - ab + ab * tau ** 2)
+    expected = _template() + (1 - k) * (x.double() - _template())  # image space, linear map
+    err = res.recon.double() - expected
+    assert err.mean().abs() < 0.006 and err.abs().mean() < 0.03  # MC std ~ 0.0015 / 0.023
+    kept = float((res.recon[1, 0] - _template().float())[BUMP].mean()) / 0.25
+    assert 0.3 < 1 - k < 0.6 and kept == pytest.approx(1 - k, abs=0.1)
+
+
+def test_anoddpm_is_seeded_and_uses_the_models_training_noise():
+    den, x = _iso_denoiser(0.1), _images(0.1)
+    run = lambda seed, model=den, **kw: an.anoddpm(  # noqa: E731
+        model, x, t=50, steps=10, generator=torch.Generator().manual_seed(seed), **kw).maps
+    assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
+    loaded = SimpleNamespace(denoiser=den, spec=SimpleNamespace(noise="simplex"))
+    assert torch.equal(run(3, loaded), run(3, noise=simplex))
+    assert not torch.equal(run(3, loaded), run(3, noise=gaussian))
+
+
+def test_gaussian_smoothing_keeps_mass_and_spreads_a_point():
+    x = torch.zeros(1, 1, S, S)
+    x[0, 0, 8, 8] = 1.0
+    y = an.gaussian_smooth(x, 1.5)
+    assert y.sum().item() == pytest.approx(1.0, abs=1e-5) and y.max() < 0.1
+    assert y[0, 0, 8, 8] == y.max() and torch.allclose(y, y.flip(-1).roll(1, -1), atol=1e-7)
+    assert torch.equal(an.gaussian_smooth(x, 0), x)
+
+
+# ------------------------------------------------------------------------------ D1 / D4
+@pytest.mark.parametrize("level", [500.0, None])
+def test_ddim_encode_decode_without_guidance_round_trips(level):
+    den, x = _iso_denoiser(0.3), _images(0.1)
+    zero = lambda x_t, t: torch.zeros(x_t.shape[0], 2)  # noqa: E731
+    res = an.counterfactual(den, x, zero, level=level, scale=0.0, steps=500, smooth_px=0)
+    assert (res.recon - x).abs().max() < 0.01 and res.maps.max() < 0.01
+    assert res.nfe == 2 * 500 - 1  # encoding (steps - 1) + decoding (steps)
+    coarse = an.counterfactual(den, x, zero, level=level, scale=0.0, steps=50, smooth_px=0)
+    assert coarse.maps.max() > 2 * res.maps.max()  # the error is DDIM discretisation
+
+
+def _region_classifier(beta: float = 10.0):
+    """logits (healthy, lesion) = (-beta d, beta d), d = mean of x_t over the bump region minus
+    its mean under the prior (sqrt(abar_t) mu): 'lesion' means brighter than healthy there."""
+    ref = float(to_model(_template())[BUMP].mean())
+
+    def classifier(x_t, t):
+        d = x_t[:, 0][:, BUMP].mean(1) - SCHEDULE.alpha_bar(t).sqrt().float() * ref
+        return torch.stack([-beta * d, beta * d], 1)
+    return classifier
+
+
+def test_guidance_moves_the_counterfactual_towards_the_target_class_only_where_it_looks():
+    den, x = _iso_denoiser(0.3), _images(0.1)
+    clf = _region_classifier()
+    cf = {s: an.counterfactual(den, x, clf, level=500, scale=s, steps=50, smooth_px=0).recon[:, 0]
+          for s in (0.0, 0.5, 2.0)}
+    inside = {s: float(v[1][BUMP].mean()) for s, v in cf.items()}  # the image with the bump
+    assert inside[0.0] - inside[0.5] > 0.02 and inside[0.5] - inside[2.0] > 0.02  # monotone
+    # isotropic prior: pixels decouple, so nothing outside the classifier's region moves
+    assert (cf[2.0] - cf[0.0])[:, ~BUMP].abs().max() < 1e-4
+    lesion = an.counterfactual(den, x, clf, level=500, scale=2.0, steps=50, target=LESION)
+    healthy_in = float(cf[0.0][0][BUMP].mean())
+    assert float(lesion.recon[0, 0][BUMP].mean()) > healthy_in + 0.02  # other class: brighter
+    res = an.wolleb(den, x[1:], clf, scale=2.0, steps=50)
+    assert res.maps[0, 0][BUMP].mean() > 5 * res.maps[0, 0][~BUMP].mean()
+
+
+def test_wolleb_and_diff_scm_differ_only_in_their_explicit_defaults():
+    den, x = _iso_denoiser(0.3), _images(0.1)[1:]
+    clf = _region_classifier()
+    a = an.diff_scm(den, x, clf, scale=1.0, steps=20)
+    b = an.counterfactual(den, x, clf, level=None, scale=1.0, steps=20, target=HEALTHY)
+    c = an.wolleb(den, x, clf, level=999, scale=1.0, steps=20)
+    assert torch.equal(a.maps, b.maps) and torch.equal(a.maps, c.maps)
+    assert an.WOLLEB.level == 500 and an.DIFF_SCM.level is None
+
+
+# ------------------------------------------------------------------------------ classifier
+def test_classifier_files_round_trip_and_check_the_schedule(tmp_path):
+    torch.manual_seed(0)
+    net = NoisyClassifier(TINY_CLF).eval()
+    path = save_classifier(tmp_path / "clf", net, SCHEDULE, card={"steps": 1})
+    loaded = load_classifier(path)
+    x = torch.randn(3, 1, S, S)
+    t = torch.tensor([0.0, 400.0, 999.0])
+    with torch.no_grad():
+        ref, out = net(x, t), loaded.net(x, t)
+    assert torch.equal(ref, out) and not torch.allclose(out[0], out[2])  # time-conditioned
+    assert json.loads(path.read_text())["card"] == {"steps": 1}
+    loaded.check_schedule(NoiseSchedule("linear", 1000))
+    with pytest.raises(InputError, match="trained for schedule"):
+        loaded.check_schedule(NoiseSchedule("cosine", 1000))
+    with pytest.raises(InputError, match="train_classifier.py"):
+        load_classifier("no-such-classifier")
+
+
+# ------------------------------------------------------------------------------ benchmark data
+def test_lesion_bench_is_fixed_with_large_lesions_inside_the_brain():
+    test = lesion_bench("test")
+    again = lesion_bench("test")
+    images, lesions, brains = test
+    assert all(torch.equal(a, b) for a, b in zip(test, again))
+    images[:] = 0  # callers get clones: the cache is untouched
+    assert torch.equal(lesion_bench("test").lesions, again.lesions)
+    images, lesions, brains = again
+    assert len(again) >= 100 and images.dtype == torch.float32 and lesions.dtype == torch.bool
+    assert 0 <= images.min() and images.max() <= 1
+    assert lesions.flatten(1).any(1).all() and not (lesions & ~brains).any()
+    areas = lesions.flatten(1).sum(1).float()
+    clf = ClassifierData(length=40)
+    clf_areas = torch.stack([clf[i]["lesion"].sum() for i in range(0, 40, 2)])
+    assert areas.mean() > 3 * clf_areas.mean()  # bench lesions are much larger
+    flair = again.select("FLAIR")
+    assert len(flair) == (again.contrasts == 3).sum() > 0
+    les, wm = flair.images[flair.lesions], flair.images[flair.brains & ~flair.lesions]
+    assert les.mean() > 1.3 * wm.median()  # bright on FLAIR
+    val = lesion_bench("val")
+    assert not set(val.sections.tolist()) & set(again.sections.tolist())
+    assert not lesion_bench("test", seed=5).lesions.equal(again.lesions)
+    assert not healthy_bench("test").lesions.any()
+
+
+def test_classifier_data_pairs_classes_on_the_same_sections():
+    data = ClassifierData(length=8, seed=1)
+    for k in range(4):
+        j, _ = data._draw_index(k)
+        sick, healthy = data[2 * k], data[2 * k + 1]
+        assert int(sick["label"]) == LESION and int(healthy["label"]) == HEALTHY
+        assert sick["lesion"].sum() > 0 and healthy["lesion"].sum() == 0
+        assert data.lesion_ds[j]["section"] == data.healthy_ds[j]["section"]
+        assert torch.equal(data[2 * k]["image"], sick["image"])  # deterministic
+
+
+# ------------------------------------------------------------------------------ CLI
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_classifier(d / "clf", NoisyClassifier(TINY_CLF), SCHEDULE)
+    return {"model": str(save_tiny(d)), "classifier": str(d / "clf.json")}
+
+
+def _volume(tmp_path):
+    vol = np.random.default_rng(0).random((S, S, 3)).astype(np.float32) * 500
+    return save_nifti(tmp_path / "in.nii.gz", vol, np.diag([1.2, 1.2, 3.0, 1.0])), vol
+
+
+def _run(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_detect_anoddpm_writes_map_on_the_file_grid_equal_to_the_api(tiny, tmp_path, capsys):
+    src, vol = _volume(tmp_path)
+    out = tmp_path / "res" / "map.nii.gz"
+    code, text, err = _run(capsys, "detect", "--method", "anoddpm", "--input", src, "--out", out,
+                           "--model", tiny["model"], "--t", 20, "--steps", 3, "--seed", 4,
+                           "--device", "cpu", "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["slices"] == 3 and report["nfe"] == 3 and len(report["outputs"]) == 4
+    got = load_image(out)
+    assert got.array.shape == vol.shape and np.allclose(got.affine, np.diag([1.2, 1.2, 3.0, 1.0]))
+    opts = dt.DetectOptions(model=tiny["model"], device="cpu", seed=4, t=20, steps=3)
+    from meddiff import api
+    ref = dt.detect(dt.prepare("anoddpm", opts), api.read_slices(str(src), S).images, opts)
+    assert np.allclose(got.array, np.moveaxis(ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
+    assert (tmp_path / "res" / "map.png").stat().st_size > 1000
+    assert (tmp_path / "res" / "map_overlay.png").exists()
+    assert load_image(tmp_path / "res" / "map_healthy.nii.gz").array.shape == vol.shape
+
+
+def test_detect_wolleb_runs_with_a_given_classifier(tiny, tmp_path, capsys):
+    src, _ = _volume(tmp_path)
+    out = tmp_path / "w.nii.gz"
+    code, text, err = _run(capsys, "detect", "--method", "wolleb", "--input", src, "--out", out,
+                           "--model", tiny["model"], "--classifier", tiny["classifier"],
+                           "--level", 50, "--steps", 3, "--scale", 2, "--device", "cpu", "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["nfe"] == 5 and report["models"][1] == "clf"  # 2 encode + 3 decode steps
+    maps = load_image(out).array
+    assert maps.min() >= 0 and maps.max() > 0
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--method", "anoddpm", "--out", "{d}/map.png"], "must be a NIfTI file name"),
+    (["--method", "wolleb", "--t", "100"], "--t does not apply to --method wolleb"),
+    (["--method", "anoddpm", "--level", "100"], "--level does not apply"),
+    (["--method", "anoddpm", "--t", "5000", "--model", "{model}"], "--t must be in [1, 999]"),
+    (["--method", "anoddpm", "--steps", "0"], "--steps must be >= 1"),
+    (["--method", "anoddpm"], "'anoddpm-64' is not trained yet"),
+    (["--method", "diff-scm", "--model", "{model}", "--classifier", "no-such-classifier"],
+     "not bundled"),
+    (["--method", "anoddpm", "--model", "{model}", "--input", "{d}/missing.nii.gz"],
+     "no such file"),
+    (["--method", "latent-nope"], "invalid choice"),
+])
+def test_detect_bad_input_is_one_line_exit_2_and_writes_nothing(tiny, tmp_path, capsys,
+                                                                monkeypatch, extra, message):
+    monkeypatch.setattr("meddiff.api.list_models", lambda: [])  # no bundled defaults
+    src, _ = _volume(tmp_path)
+    out_dir = tmp_path / "out"
+    argv = ["detect", "--input", src, "--out", out_dir / "m.nii.gz", "--device", "cpu"]
+    argv += [a.format(d=out_dir, model=tiny["model"]) for a in extra]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and message in err and err.startswith("meddiff: error:")
+    assert len(err.splitlines()) == 1 and not out_dir.exists()
