@@ -54,6 +54,8 @@ def cmd_sample(a: argparse.Namespace) -> None:
     model = api.load_model(a.model, device=a.device)
     images = api.sample(model, n=a.n, sampler=a.sampler, steps=a.steps, seed=a.seed, eta=a.eta,
                         batch_size=a.batch_size, progress=True)
+    if model.spec.intensity == "complex":  # (real, imag) channels -> magnitude in [0, 1]
+        images = images.norm(dim=1, keepdim=True).clamp(0, 1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     shown = images if images.ndim == 4 else images[:, :, :, :, images.shape[-1] // 2]
@@ -206,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from meddiff.tasks.reconstruction_cli import add_reconstruct_parser
     add_reconstruct_parser(sub)
+    from meddiff.tasks.detection_cli import add_detect_parser
+    add_detect_parser(sub)
+    from meddiff.tasks.segmentation_cli import add_segment_parser
+    add_segment_parser(sub)
     return p
 
 
