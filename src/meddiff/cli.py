@@ -117,6 +117,7 @@ def cmd_methods(a: argparse.Namespace) -> None:
 
 def cmd_models(a: argparse.Namespace) -> None:
     from meddiff.eval.frechet import DEFAULT_WEIGHTS
+    from meddiff.methods import unet_recon
     from meddiff.zoo.store import bundled_models, describe
 
     rows = []
@@ -127,6 +128,12 @@ def cmd_models(a: argparse.Namespace) -> None:
                      "size": spec["image_size"], "params": card.get("parameters", ""),
                      "steps": card.get("training", {}).get("steps", ""),
                      "card": f"zoo/cards/{name}.md"})
+    for path in sorted(unet_recon.SUPERVISED_DIR.glob("*.safetensors")):
+        modality = path.stem.split("-")[2]
+        card = unet_recon.card(modality)
+        rows.append({"name": path.stem, "kind": f"supervised {modality.upper()} UNet (baseline)",
+                     "size": int(path.stem.rsplit("-", 1)[1]), "params": card["parameters"],
+                     "steps": card["steps"], "card": "weights file metadata"})
     enc = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text(encoding="utf-8"))
     rows.append({"name": DEFAULT_WEIGHTS.stem, "kind": "FD-MedEnc feature encoder",
                  "size": enc["data"]["size"], "params": "", "steps": enc["training"]["steps"],
