@@ -20,9 +20,12 @@ from meddiff.data.lesion_bench import (HEALTHY, LESION, ClassifierData, healthy_
 from meddiff.data.intensity import to_model
 from meddiff.errors import InputError
 from meddiff.methods import anomaly as an
+from meddiff.methods import latent as lt
 from meddiff.methods.noisy_classifier import (ClassifierConfig, NoisyClassifier, load_classifier,
                                               save_classifier)
+from meddiff.nets.unet import preset
 from meddiff.tasks import detection as dt
+from meddiff.zoo.store import build_denoiser
 from tiny_model import save_tiny
 
 S = 16
@@ -266,6 +269,42 @@ def test_detect_wolleb_runs_with_a_given_classifier(tiny, tmp_path, capsys):
     assert maps.min() >= 0 and maps.max() > 0
 
 
+@pytest.fixture(scope="module")
+def tiny_latent(tmp_path_factory):
+    """A folder with a random tiny D2 pair as scripts/train_latent.py names it (AE 16 -> 8 px)."""
+    d = tmp_path_factory.mktemp("latent")
+    torch.manual_seed(0)
+    cfg = lt.AEConfig(channels=(8, 8), latent_channels=2, norm_num_groups=8)
+    lt.save_autoencoder(d / f"{lt.AE_NAME}.safetensors", lt.build_autoencoder(cfg), cfg, 1.5, {})
+    spec = lt.latent_spec(cfg, image_size=S, net=preset("tiny", in_channels=2, out_channels=2))
+    lt.save_latent_ddpm(d / lt.DDPM_NAME, build_denoiser(spec).net, spec, 1.5, {})
+    return d
+
+
+def test_detect_latent_writes_the_api_map_from_a_weights_folder(tiny_latent, tmp_path, capsys):
+    src, vol = _volume(tmp_path)
+    out = tmp_path / "l.nii.gz"
+    code, text, err = _run(capsys, "detect", "--method", "latent", "--input", src, "--out", out,
+                           "--model", tiny_latent, "--t", 30, "--steps", 2, "--seed", 1,
+                           "--device", "cpu", "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["nfe"] == 2 and report["models"] == [lt.AE_NAME, lt.DDPM_NAME]
+    from meddiff import api
+    det = lt.load_detector(*dt.latent_paths(str(tiny_latent)))
+    x = api.read_slices(str(src), S).images
+    ref = lt.detect(det, x, (30,), 2, lt.DEFAULT_SMOOTH_PX,
+                    generator=torch.Generator().manual_seed(1))
+    maps = load_image(out).array
+    assert maps.shape == vol.shape and maps.max() > 0
+    assert np.allclose(maps, np.moveaxis(ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
+    json_path = tiny_latent / f"{lt.DDPM_NAME}.json"
+    assert dt.latent_paths(str(json_path)) == (tiny_latent / f"{lt.AE_NAME}.safetensors", json_path)
+    code, _, err = _run(capsys, "detect", "--method", "latent", "--input", src, "--out", out,
+                        "--model", tiny_latent, "--t", 5000, "--device", "cpu")
+    assert code == 2 and "--t must be in [1, 999]" in err
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--method", "anoddpm", "--out", "{d}/map.png"], "must be a NIfTI file name"),
     (["--method", "wolleb", "--t", "100"], "--t does not apply to --method wolleb"),
@@ -278,6 +317,8 @@ def test_detect_wolleb_runs_with_a_given_classifier(tiny, tmp_path, capsys):
     (["--method", "anoddpm", "--model", "{model}", "--input", "{d}/missing.nii.gz"],
      "no such file"),
     (["--method", "latent-nope"], "invalid choice"),
+    (["--method", "latent", "--level", "100"], "--level does not apply to --method latent"),
+    (["--method", "latent", "--model", "{d}"], "no latent autoencoder weights"),
 ])
 def test_detect_bad_input_is_one_line_exit_2_and_writes_nothing(tiny, tmp_path, capsys,
                                                                 monkeypatch, extra, message):

@@ -15,6 +15,7 @@ absolute image-space differences (>= 0).
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from meddiff.errors import InputError
 from meddiff.eval.figures import save_overlay, save_panel
 from meddiff.methods import anomaly as an
+from meddiff.methods import latent as lt
 from meddiff.methods.noisy_classifier import DEFAULT_CLASSIFIER, load_classifier
 
 
@@ -143,6 +145,49 @@ def _counterfactual_preparer(method: str, defaults: an.CounterfactualDefaults):
     return prepare
 
 
+def latent_paths(model: str | None) -> tuple[Path | None, Path | None]:
+    """(autoencoder, latent DDPM JSON) of ``--model`` for the latent method (D2): None -> the
+    bundled pair (``None, None``); a folder -> ``latent-ae-64.safetensors`` and
+    ``latent-ddpm-64.json`` in it (what ``scripts/train_latent.py --weights-dir`` writes); a
+    ``NAME.json`` -> that latent DDPM with ``latent-ae-64.safetensors`` beside it; a bare name
+    -> ``NAME.json`` in the bundled folder."""
+    if model is None:
+        return None, None
+    path = Path(model)
+    if path.is_dir():
+        ddpm = path / f"{lt.DDPM_NAME}.json"
+    elif path.name == str(model) and not path.suffix:
+        ddpm = lt.LATENT_DIR / f"{model}.json"
+    else:
+        ddpm = path.with_suffix(".json")
+    return ddpm.with_name(f"{lt.AE_NAME}.safetensors"), ddpm
+
+
+def _prepare_latent(o: DetectOptions) -> Runner:
+    ae, ddpm = latent_paths(o.model)
+    det = lt.load_detector(ae, ddpm, device=o.device)
+    top = det.denoiser.schedule.num_steps - 1
+    if o.t is not None and not 1 <= o.t <= top:
+        raise InputError(f"--t must be in [1, {top}] for the latent DDPM, got {o.t:g}")
+    ts = lt.DEFAULT_T if o.t is None else (o.t,)
+    steps = lt.DEFAULT_STEPS if o.steps is None else o.steps
+    smooth = lt.DEFAULT_SMOOTH_PX if o.smooth is None else o.smooth
+
+    def run(x: torch.Tensor, g: torch.Generator) -> an.AnomalyResult:
+        return lt.detect(det, x, ts, steps, smooth, generator=g)
+
+    names = tuple(p.stem if p else n for p, n in zip((ae, ddpm), (lt.AE_NAME, lt.DDPM_NAME)))
+    return Runner(run, _latent_image_size(det, ddpm), names, det.denoiser.device)
+
+
+def _latent_image_size(det: lt.LatentDetector, ddpm: Path | None) -> int:
+    """Image size the D2 pair works at: the latent DDPM's size (its JSON spec) times the
+    autoencoder's downsampling factor (probed with one 64 px encoding)."""
+    doc = json.loads((ddpm or lt.LATENT_DIR / f"{lt.DDPM_NAME}.json").read_text(encoding="utf-8"))
+    probe = torch.zeros(1, 1, 64, 64, device=det.denoiser.device)
+    return int(doc["spec"]["image_size"]) * (64 // det.codec.encode(probe).shape[-1])
+
+
 _CF = frozenset({"classifier", "level", "scale", "steps", "smooth"})
 DETECTORS: dict[str, Detector] = {
     "anoddpm": Detector("D3 AnoDDPM: partial diffusion with simplex noise and back",
@@ -152,6 +197,8 @@ DETECTORS: dict[str, Detector] = {
                        "brain-prior-64", _CF, _counterfactual_preparer("wolleb", an.WOLLEB)),
     "diff-scm": Detector("D1 Diff-SCM: DDIM abduction to T, classifier-guided decoding",
                          "brain-prior-64", _CF, _counterfactual_preparer("diff-scm", an.DIFF_SCM)),
+    "latent": Detector("D2 Pinaya: latent DDPM, partial diffusion of the autoencoder latent",
+                       lt.DDPM_NAME, frozenset({"t", "steps", "smooth"}), _prepare_latent),
 }
 
 
