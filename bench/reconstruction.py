@@ -104,17 +104,26 @@ def simulate(s: dict, images: torch.Tensor, seed: int):
 
 def evaluate(model, s: dict, images: torch.Tensor, method: str, seed: int, batch: int,
              **kw) -> tuple[dict, torch.Tensor]:
-    """Mean metrics of ``method`` over ``images`` (magnitude vs |truth|); (row, outputs)."""
-    outs, nfe, seconds = [], 0, 0.0
+    """Mean metrics of ``method`` over ``images`` (magnitude vs |truth|); (row, outputs).
+    Methods with an uncertainty map also get ``std_error_corr``: the Pearson correlation of
+    the std map with the absolute error over the pixels of each slice, averaged."""
+    outs, stds, nfe, seconds = [], [], 0, 0.0
     for k in range(0, len(images), batch):
         op, y = simulate(s, images[k:k + batch], seed + k)
         res = rt.run(model, op, y, method, seed=seed + k, **kw)
         outs.append(res.image01)
+        stds.append(res.std01)
         nfe, seconds = res.nfe, seconds + res.seconds
     out = torch.cat(outs)
     m = rt.metrics(out, images.abs())
-    return {"psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4), "nfe": nfe,
-            "seconds_per_slice": round(seconds / len(images), 4)}, out
+    row = {"psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4), "nfe": nfe,
+           "seconds_per_slice": round(seconds / len(images), 4)}
+    if stds[0] is not None:
+        err = (out - images.abs()).abs().flatten(1)
+        std = torch.cat(stds).flatten(1)
+        corr = [float(torch.corrcoef(torch.stack([a, b]))[0, 1]) for a, b in zip(std, err)]
+        row["std_error_corr"] = round(sum(corr) / len(corr), 3)
+    return row, out
 
 
 def tune_cs(s: dict, val: torch.Tensor, a) -> float:
@@ -135,8 +144,9 @@ class Table:
         row, self.outs[name] = evaluate(model or self.model, self.s, self.images, method,
                                         self.a.seed, self.a.batch, **kw)
         self.rows.append({"method": name, "setting": setting, **row})
+        corr = f"  std/error r {row['std_error_corr']:.2f}" if "std_error_corr" in row else ""
         print(f"  {name:30s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  NFE {row['nfe']:4d}"
-              f"  {row['seconds_per_slice']:.3f} s/slice", flush=True)
+              f"  {row['seconds_per_slice']:.3f} s/slice{corr}", flush=True)
         return row
 
     def baselines(self, lam: float) -> str:
@@ -224,6 +234,12 @@ def run_main(models: dict, data: dict, a, full, ccdf, figures: Path) -> list[dic
         table = Table(models[mod], s, test, a)
         base = table.baselines(lam)
         table.diffusion(full, ccdf, base)
+        if (mod == "ct" or label(s) == "MRI 4x random single-coil") and "mcg" in full:
+            table.add("mcg, alpha 0 (projection only)", "mcg", "100 steps, no gradient",
+                      steps=full["mcg"][0], alpha=0.0)
+        if s.get("dose") and "song" in full:  # noisy data: a soft consistency step
+            table.add("song, lambda 0.2 (noise-aware)", "song", "100 steps, lambda 0.2",
+                      steps=full["song"][0], lam=0.2)
         if label(s) == "MRI 4x random single-coil" and "real" in models:
             table.add("score-mri, real prior (re/im as batch)", "score-mri",
                       f"{models['real'].name}, 100 steps", model=models["real"], steps=100,

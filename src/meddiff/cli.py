@@ -130,7 +130,7 @@ def cmd_models(a: argparse.Namespace) -> None:
                      "card": f"zoo/cards/{name}.md"})
     for path in sorted(unet_recon.SUPERVISED_DIR.glob("*.safetensors")):
         modality = path.stem.split("-")[2]
-        card = unet_recon.card(modality)
+        card = unet_recon.load(modality, int(path.stem.rsplit("-", 1)[1]))[1]
         rows.append({"name": path.stem, "kind": f"supervised {modality.upper()} UNet (baseline)",
                      "size": int(path.stem.rsplit("-", 1)[1]), "params": card["parameters"],
                      "steps": card["steps"], "card": "weights file metadata"})

@@ -34,8 +34,6 @@ from typing import Literal, Sequence
 
 import torch
 from monai.networks.nets import AutoencoderKL
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from meddiff.core.model import Denoiser
@@ -45,7 +43,7 @@ from meddiff.errors import ConfigError, InputError
 from meddiff.methods.anomaly import AnomalyResult, gaussian_smooth
 from meddiff.nets.unet import UNetConfig
 from meddiff.train.distributed import resolve_device
-from meddiff.zoo.store import DiffusionSpec, load_model, save_model
+from meddiff.zoo.store import DiffusionSpec, load_model, load_weights, save_model, save_weights
 
 LATENT_DIR = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "latent"
 AE_NAME = "latent-ae-64"
@@ -230,36 +228,23 @@ def ae_path(name: str = AE_NAME) -> Path:
 
 def save_autoencoder(path: str | Path, ae: nn.Module, cfg: AEConfig, scale: float,
                      card: dict) -> Path:
-    """Weights + metadata (architecture, latent scale, card as JSON) in one safetensors file,
-    written atomically; no pickle."""
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in ae.state_dict().items()}
-    meta = {"config": json.dumps(asdict(cfg)), "scale": repr(float(scale)), "card": json.dumps(card)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    """Weights + metadata (architecture, latent scale, card as JSON) in one safetensors file
+    (:func:`meddiff.zoo.store.save_weights`)."""
+    return save_weights(path, ae, {"config": json.dumps(asdict(cfg)), "scale": repr(float(scale)),
+                                   "card": json.dumps(card)})
+
+
+def _ae_from_meta(meta: dict[str, str]) -> nn.Module:
+    cfg = json.loads(meta["config"])
+    return build_autoencoder(AEConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in cfg.items()}))
 
 
 def load_autoencoder(path: str | Path | None = None) -> tuple[LatentCodec, dict]:
     """The codec (eval mode, CPU) and card stored at ``path`` (default: the bundled one)."""
-    path = Path(path) if path is not None else ae_path()
-    if not path.exists():
-        raise InputError(f"{path}: no latent autoencoder weights; train them with "
-                         "'scripts/train_latent.py ae'")
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-        cfg = AEConfig(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in json.loads(meta["config"]).items()})
-        ae = build_autoencoder(cfg)
-        ae.load_state_dict(state)
-        scale, card = float(meta["scale"]), json.loads(meta["card"])
-    except (SafetensorError, KeyError, RuntimeError, ValueError, TypeError) as err:
-        raise InputError(f"{path}: unreadable autoencoder weights ({err.__class__.__name__})") from None
-    return LatentCodec(ae.eval().requires_grad_(False), scale), card
+    ae, meta = load_weights(Path(path) if path is not None else ae_path(), _ae_from_meta,
+                            "latent autoencoder", "scripts/train_latent.py ae")
+    return LatentCodec(ae, float(meta["scale"])), json.loads(meta["card"])
 
 
 def latent_spec(cfg: AEConfig = AEConfig(), image_size: int = 64,

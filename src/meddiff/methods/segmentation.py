@@ -33,8 +33,6 @@ from pathlib import Path
 
 import torch
 from monai.networks.nets import BasicUNet
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from meddiff.core.losses import diffusion_loss
@@ -45,7 +43,7 @@ from meddiff.data.lesion_bench import LESIONS_BENCH
 from meddiff.errors import ConfigError, InputError
 from meddiff.nets.unet import preset
 from meddiff.train.distributed import resolve_device
-from meddiff.zoo.store import DiffusionSpec, LoadedModel, load_model
+from meddiff.zoo.store import DiffusionSpec, LoadedModel, load_model, load_weights, save_weights
 
 SEG_DIR = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "segmentation"
 DDPM_NAME = "seg-ddpm-64"
@@ -210,33 +208,18 @@ def unet_path(name: str = UNET_NAME) -> Path:
 
 def save_seg_unet(path: str | Path, net: nn.Module, card: dict,
                   features: tuple[int, ...] = UNET_FEATURES) -> Path:
-    """Weights + metadata (features, card as JSON) in one safetensors file, atomically."""
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    meta = {"features": json.dumps(list(features)), "card": json.dumps(card)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    """Weights + metadata (features, card as JSON) in one safetensors file
+    (:func:`meddiff.zoo.store.save_weights`)."""
+    return save_weights(path, net, {"features": json.dumps(list(features)),
+                                    "card": json.dumps(card)})
 
 
 def load_seg_unet(path: str | Path | None = None) -> tuple[BasicUNet, dict]:
     """The supervised UNet (eval mode, CPU) and its card (default: the bundled one)."""
-    path = Path(path) if path is not None else unet_path()
-    if not path.exists():
-        raise InputError(f"{path}: no segmentation UNet weights; train them with "
-                         "'scripts/train_segmentation.py unet'")
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-        net = build_seg_unet(tuple(json.loads(meta["features"])))
-        net.load_state_dict(state)
-        card = json.loads(meta["card"])
-    except (SafetensorError, KeyError, RuntimeError, ValueError, TypeError) as err:
-        raise InputError(f"{path}: unreadable UNet weights ({err.__class__.__name__})") from None
-    return net.eval().requires_grad_(False), card
+    net, meta = load_weights(Path(path) if path is not None else unet_path(),
+                             lambda m: build_seg_unet(tuple(json.loads(m["features"]))),
+                             "segmentation UNet", "scripts/train_segmentation.py unet")
+    return net, json.loads(meta["card"])
 
 
 # ------------------------------------------------------------------------ evaluation helpers

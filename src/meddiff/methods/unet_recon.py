@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 from monai.networks.nets import BasicUNet
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from meddiff.errors import InputError
 from meddiff.physics.mri import channels_to_complex, complex_to_channels
+from meddiff.zoo.store import load_weights, save_weights
 
 SUPERVISED_DIR = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "supervised"
 FEATURES = (16, 32, 64, 128, 128, 16)
@@ -59,46 +58,30 @@ def weights_path(modality: str, size: int = 64) -> Path:
     return SUPERVISED_DIR / f"recon-unet-{modality}-{size}.safetensors"
 
 
-def save(path: Path, net: ResidualUNet, modality: str, card: dict) -> None:
-    """Weights + metadata (modality, features, card JSON) in one safetensors file, atomically."""
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    meta = {"modality": modality, "features": json.dumps(list(FEATURES)), "card": json.dumps(card)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
+def save(path: Path, net: ResidualUNet, modality: str, card: dict) -> Path:
+    """Weights + metadata (modality, features, card JSON) in one safetensors file."""
+    return save_weights(path, net, {"modality": modality, "features": json.dumps(list(FEATURES)),
+                                    "card": json.dumps(card)})
 
 
 @functools.lru_cache(maxsize=4)
-def load(modality: str, size: int) -> ResidualUNet:
-    """The bundled UNet of ``modality`` for ``size`` px images (eval mode, CPU)."""
-    path = weights_path(modality, size)
-    if not path.exists():
-        raise InputError(f"no supervised UNet for {modality} at {size}x{size} px "
-                         f"(bundled: {', '.join(p.stem for p in SUPERVISED_DIR.glob('*.safetensors'))})")
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata()
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-        net = ResidualUNet(CHANNELS[modality], tuple(json.loads(meta["features"])))
-        net.load_state_dict(state)
-    except (SafetensorError, KeyError, RuntimeError, ValueError) as err:
-        raise InputError(f"{path}: unreadable UNet weights ({err.__class__.__name__})") from None
-    return net.eval()
+def load(modality: str, size: int) -> tuple[ResidualUNet, dict]:
+    """The bundled UNet of ``modality`` for ``size`` px images (eval mode, CPU) and its card."""
+    def build(meta: dict[str, str]) -> ResidualUNet:
+        return ResidualUNet(CHANNELS[modality], tuple(json.loads(meta["features"])))
 
-
-def card(modality: str, size: int = 64) -> dict:
-    """The training card stored with the weights."""
-    with safe_open(str(weights_path(modality, size)), "pt") as fh:
-        return json.loads(fh.metadata()["card"])
+    net, meta = load_weights(weights_path(modality, size), build,
+                             f"supervised {modality.upper()} UNet ({size} px)",
+                             f"scripts/train_recon_unet.py {modality}")
+    return net, json.loads(meta["card"])
 
 
 @torch.no_grad()
 def unet_recon(direct: torch.Tensor, modality: str) -> torch.Tensor:
     """Supervised reconstruction from the direct one (B, 1, H, W) (complex zero-filled MRI or
     real FBP CT, image space) -> (B, 1, H, W) in the same domain."""
-    net = load(modality, int(direct.shape[-1]))
     if direct.shape[-1] != direct.shape[-2]:
         raise InputError("the supervised UNet takes square images")
+    net = load(modality, int(direct.shape[-1]))[0]
     out = net(to_input(direct).float().cpu())
     return from_output(out, modality).to(direct.device)

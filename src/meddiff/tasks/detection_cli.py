@@ -25,14 +25,16 @@ def add_detect_parser(subparsers) -> argparse.ArgumentParser:
                    help="anomaly map NIfTI (.nii.gz); <out>_healthy.nii.gz, <out>.png and "
                         "<out>_overlay.png are written beside it")
     d.add_argument("--model", default=None,
-                   help="bundled name, NAME.json, or run dir (default: "
+                   help="bundled name, NAME.json, or run dir; latent: a folder with the "
+                        "autoencoder and latent DDPM, or the latent DDPM's NAME.json (default: "
                         + ", ".join(f"{v.default_model} for {k}" for k, v in dt.DETECTORS.items())
                         + ")")
     d.add_argument("--classifier", default=None,
                    help="noise-aware classifier for wolleb / diff-scm: bundled name or NAME.json "
                         "(default lesion-classifier-64)")
     d.add_argument("--t", type=float, default=None,
-                   help=f"anoddpm: noise time 1..T-1 (default {dt.an.ANODDPM_T:g})")
+                   help=f"anoddpm: noise time 1..T-1 (default {dt.an.ANODDPM_T:g}); latent: one "
+                        "noise level instead of the default 100, 200, 300")
     d.add_argument("--level", type=float, default=None,
                    help=f"wolleb / diff-scm: DDIM encoding level (default {dt.an.WOLLEB.level:g} "
                         "for wolleb, T-1 for diff-scm)")
@@ -40,11 +42,11 @@ def add_detect_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"wolleb / diff-scm: classifier-guidance scale (default "
                         f"{dt.an.WOLLEB.scale:g} / {dt.an.DIFF_SCM.scale:g})")
     d.add_argument("--steps", type=int, default=None,
-                   help="reverse steps (default: every step from t for anoddpm, "
-                        f"{dt.an.WOLLEB.steps} DDIM steps otherwise)")
+                   help="reverse steps (default: every step from t for anoddpm, 5 per level "
+                        f"for latent, {dt.an.WOLLEB.steps} DDIM steps otherwise)")
     d.add_argument("--smooth", type=float, default=None,
                    help=f"Gaussian smoothing of the map in pixels (default "
-                        f"{dt.an.ANODDPM_SMOOTH_PX:g} for anoddpm, 0 otherwise)")
+                        f"{dt.an.ANODDPM_SMOOTH_PX:g} for anoddpm, 1 for latent, 0 otherwise)")
     d.add_argument("--samples", type=int, default=None,
                    help="anoddpm: reconstructions averaged (default 1)")
     d.add_argument("--batch-size", type=int, default=16)

@@ -11,10 +11,10 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from meddiff.core.model import Denoiser
@@ -113,6 +113,36 @@ def save_model(path: str | Path, net: torch.nn.Module, spec: DiffusionSpec,
     return write_spec(path, spec, card)
 
 
+def save_weights(path: str | Path, net: torch.nn.Module, metadata: dict[str, str]) -> Path:
+    """``net``'s state dict and string ``metadata`` (architecture, card, ... as JSON strings) in
+    one safetensors file ``path``, written atomically; no pickle. Read with :func:`load_weights`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    _atomic(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    return path
+
+
+def load_weights(path: str | Path, build: Callable[[dict[str, str]], torch.nn.Module], what: str,
+                 train_hint: str) -> tuple[torch.nn.Module, dict[str, str]]:
+    """A network saved by :func:`save_weights`: ``build(metadata)`` makes the architecture, the
+    weights are loaded into it. Returns ``(net in eval mode without gradients, metadata)``; a
+    missing, corrupt or mismatched file is one-line :class:`InputError` naming ``what`` and the
+    command that trains it (``train_hint``)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no {what} weights; train them with '{train_hint}'")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+        net = build(meta)
+        net.load_state_dict(state)
+    except (SafetensorError, KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise InputError(f"{path}: unreadable {what} weights ({err.__class__.__name__})") from None
+    return net.eval().requires_grad_(False), meta
+
+
 def bundled_models() -> list[str]:
     """Names of the diffusion models shipped with the package."""
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json")
@@ -187,4 +217,4 @@ def describe(name: str) -> dict[str, Any]:
 
 
 __all__ = ["DiffusionSpec", "LoadedModel", "build_denoiser", "write_spec", "save_model", "load_model",
-           "bundled_models", "describe"]
+           "save_weights", "load_weights", "bundled_models", "describe"]
