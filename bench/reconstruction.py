@@ -9,7 +9,8 @@ weight is tuned on slices of the *validation* slab, never on the test slab.
 - MRI: complex images with smooth random phase (contrasts T1w / T2w / PDw, the
   ``mri-complex-64`` prior's training contrasts), reconstructed by the complex prior through
   its two channels; metrics on the magnitude. Single-coil 1D masks (equispaced and random) at
-  4x and 8x, and 8-coil (birdcage maps) at 4x random. One extra row reconstructs 4x random with
+  4x and 8x, and 8-coil (birdcage maps) at 4x random (SENSE, plus score-MRI's coil-by-coil +
+  root-sum-of-squares at half the steps, since it costs 8x). One extra row reconstructs 4x random with
   the real-valued ``brain-prior-64`` applied to the real and imaginary parts (Chung & Ye 2022,
   arXiv 2110.05243, sec. 3.3).
 - CT: head-CT-like slices (``ct-prior-64``), parallel beam with 30 and 60 views (noiseless)
@@ -103,14 +104,14 @@ def simulate(s: dict, images: torch.Tensor, seed: int):
 
 
 def evaluate(model, s: dict, images: torch.Tensor, method: str, seed: int, batch: int,
-             **kw) -> tuple[dict, torch.Tensor]:
+             runner=rt.run, **kw) -> tuple[dict, torch.Tensor]:
     """Mean metrics of ``method`` over ``images`` (magnitude vs |truth|); (row, outputs).
     Methods with an uncertainty map also get ``std_error_corr``: the Pearson correlation of
     the std map with the absolute error over the pixels of each slice, averaged."""
     outs, stds, nfe, seconds = [], [], 0, 0.0
     for k in range(0, len(images), batch):
         op, y = simulate(s, images[k:k + batch], seed + k)
-        res = rt.run(model, op, y, method, seed=seed + k, **kw)
+        res = runner(model, op, y, method, seed=seed + k, **kw)
         outs.append(res.image01)
         stds.append(res.std01)
         nfe, seconds = res.nfe, seconds + res.seconds
@@ -240,6 +241,10 @@ def run_main(models: dict, data: dict, a, full, ccdf, figures: Path) -> list[dic
         if s.get("dose") and "song" in full:  # noisy data: a soft consistency step
             table.add("song, lambda 0.2 (noise-aware)", "song", "100 steps, lambda 0.2",
                       steps=full["song"][0], lam=0.2)
+        if s.get("coils", 1) > 1:
+            steps = full["score-mri"][0] // 2 if "score-mri" in full else 2
+            table.add("score-mri coil-by-coil + RSS", "score-mri", f"{steps} steps per coil, "
+                      "no coil maps", runner=rt.run_coil_by_coil, steps=steps)
         if label(s) == "MRI 4x random single-coil" and "real" in models:
             table.add("score-mri, real prior (re/im as batch)", "score-mri",
                       f"{models['real'].name}, 100 steps", model=models["real"], steps=100,

@@ -37,6 +37,9 @@ def add_reconstruct_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"MRI acceleration R >= 1 (default {rt.DEFAULT_ACCELERATION:g}; not "
                         "for k-space that is already undersampled)")
     r.add_argument("--coils", type=int, default=1, help="simulated MRI receive coils")
+    r.add_argument("--coil-mode", default="sense", choices=("sense", "coil-by-coil"),
+                   help="multi-coil MRI: one image through the coil maps (SENSE), or every coil "
+                        "image separately + root-sum-of-squares (score-MRI's coil-by-coil)")
     r.add_argument("--noise-std", type=float, default=0.0,
                    help="simulated MRI k-space noise std (image-space units)")
     r.add_argument("--views", type=int, default=None,
@@ -117,7 +120,13 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
     op, y, ref, geometry, view = _problem(a, model.spec.image_size, kspace,
                                           model.spec.intensity == "unit")
     base_name = "fbp" if rt.is_ct(op) else "zero-filled"
-    result = rt.run(model, op, y, a.method, a.steps, a.t0, a.init, a.seed, view=view, lam=a.lam)
+    runner = rt.run
+    if a.coil_mode == "coil-by-coil":
+        if not isinstance(op, rt.MultiCoilMRI) or a.method in rt.BASELINES:
+            raise InputError("--coil-mode coil-by-coil needs multi-coil data and a diffusion method")
+        runner = rt.run_coil_by_coil
+    result = runner(model, op, y, a.method, steps=a.steps, t0=a.t0, init=a.init, seed=a.seed,
+                    view=view, lam=a.lam)
     base = result if a.method == base_name else rt.run(None, op, y, base_name)
     scores = rt.write_outputs(a.out, result, ref, base.image01, geometry, base_name, a.method)
     recon_path, std_path, png_path = rt.output_paths(a.out)
