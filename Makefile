@@ -30,6 +30,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/sampler_overhead.py
 	$(BIN)/python bench/speed_vs_monai.py
 	$(BIN)/meddiff demo --out bench/results/demo --json > bench/results/demo.json
+	$(BIN)/python bench/operators.py
+	$(BIN)/python bench/reconstruction.py
+	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/segmentation.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
