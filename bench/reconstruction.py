@@ -6,20 +6,21 @@
 
 Protocol. Ground truth: ``--n-slices`` fixed-seed slices of the held-out *test* slab; CS-TV's
 weight is tuned on slices of the *validation* slab, never on the test slab.
-- MRI: complex images with smooth random phase (contrasts T1w / T2w / PDw, the
-  ``mri-complex-64`` prior's training contrasts), reconstructed by the complex prior through
-  its two channels; metrics on the magnitude. Single-coil 1D masks (equispaced and random) at
-  4x and 8x, and 8-coil (birdcage maps) at 4x random (SENSE, plus score-MRI's coil-by-coil +
-  root-sum-of-squares at half the steps, since it costs 8x). One extra row reconstructs 4x random with
-  the real-valued ``brain-prior-64`` applied to the real and imaginary parts (Chung & Ye 2022,
-  arXiv 2110.05243, sec. 3.3).
+- MRI (``brain-prior-64``, all four contrasts): magnitude images; single-coil 1D masks
+  (equispaced and random) at 4x and 8x, and 8-coil (birdcage maps) at 4x random (SENSE, plus
+  score-MRI's coil-by-coil + root-sum-of-squares at half the steps, since it costs 8x).
+  Complex data: the same at 4x random with a smooth random phase, reconstructed by the
+  magnitude prior with the phase estimated from the calibration region (``view="phase"``)
+  and by Chung & Ye's real / imaginary parts as separate images (arXiv 2110.05243, sec. 3.3);
+  ``--complex-model`` adds a two-channel complex prior (a trained run directory). Metrics on
+  the magnitude.
 - CT: head-CT-like slices (``ct-prior-64``), parallel beam with 30 and 60 views (noiseless)
   and 180 views at a quarter dose (transmission Poisson noise).
 - Rows: the direct baseline (zero-filled / FBP), CS-TV, the supervised UNet, every diffusion
   method at full length, and CCDF warm starts (Chung, Sim & Ye 2022, arXiv 2112.05146) at
   ``t0 = 200`` with at most 20 network evaluations.
-- Robustness (MRI 4x random, single-coil, the same prior): a contrast left out of the prior's
-  training (FLAIR), coronal and sagittal views (the prior saw axial slices only) and a finer
+- Robustness (MRI 4x random, single-coil, the same prior): a contrast outside the prior's
+  training (heavily T2-weighted, TE 200 ms), coronal and sagittal views (the prior saw axial slices only) and a finer
   resolution (1.97 mm pixels, cropped field of view, instead of 2.95 mm).
 - PSNR vs NFE: MCG and score-MRI, CCDF (``t0 = 10 x steps``) vs full-length sampling with the
   same number of steps, and the fraction of the full-length gain over the direct baseline that
@@ -38,14 +39,15 @@ from pathlib import Path
 import torch
 
 from meddiff import api
+from meddiff.data.datasets import BrainSlices
 from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
+from meddiff.data.mri_signal import CONTRASTS, Sequence, render_contrast
 from meddiff.eval.figures import atomic_write, save_curve, save_panel
 from meddiff.physics.mri import channels_to_complex
 from meddiff.tasks import reconstruction as rt
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 200
-TRAIN_CONTRASTS = ("T1w", "T2w", "PDw")
 # name -> (steps, options) of the full-length rows and the CCDF (t0 = T0, <= 20 NFE) rows
 FULL = {"score-mri": (100, {}), "song": (100, {}), "mcg": (100, {"alpha": 1.0}),
         "dps": (100, {"alpha": 0.3}), "diffuserecon": (50, {"n_samples": 2, "t_refine": 20}),
@@ -62,18 +64,28 @@ CS_GRID = {"mri": [0.003, 0.006, 0.01, 0.02, 0.03, 0.06, 0.1],
 
 
 # ------------------------------------------------------------------------------ data
-def mri_images(split: str, contrasts=TRAIN_CONTRASTS, orientation: str = "axial",
-               zoom: float = 1.0, seed: int = 0) -> torch.Tensor:
-    """Complex images (N, 1, 64, 64) with magnitude in [0, 1]; ``zoom > 1`` renders at
-    ``64 * zoom`` px and crops the centre (finer pixels, smaller field of view)."""
+def mri_images(split: str, contrasts=CONTRASTS, orientation: str = "axial", zoom: float = 1.0,
+               phase: bool = False, seed: int = 0) -> torch.Tensor:
+    """Clean MR slices (N, 1, 64, 64): magnitude in [0, 1], or complex with a smooth random
+    phase (``phase``); ``zoom > 1`` renders at ``64 * zoom`` px and crops the centre (finer
+    pixels, smaller field of view)."""
     size = int(round(64 * zoom))
-    ds = ComplexBrainSlices(split, size=size, contrasts=contrasts, augment=False, seed=seed,
-                            orientation=orientation)
+    cls = ComplexBrainSlices if phase else BrainSlices
+    ds = cls(split, size=size, contrasts=contrasts, augment=False, seed=seed,
+             orientation=orientation)
     x = torch.stack([ds[i]["image"] for i in range(len(ds))])
     if size != 64:
         lo = (size - 64) // 2
         x = x[..., lo:lo + 64, lo:lo + 64]
-    return channels_to_complex(x)
+    return channels_to_complex(x) if phase else x
+
+
+def unseen_contrast_images(split: str) -> torch.Tensor:
+    """Heavily T2-weighted slices (TR 8000 ms, TE 200 ms: bright CSF, dark tissue), a contrast
+    outside every training range (T2w TE <= 120 ms), (N, 1, 64, 64) in [0, 1]."""
+    ds = BrainSlices(split, size=64, contrasts=("T2w",), augment=False)
+    seq = Sequence(tr=8000.0, te=200.0)
+    return torch.stack([torch.from_numpy(render_contrast(fr, seq))[None] for fr in ds.fractions])
 
 
 def ct_images(split: str, seed: int = 0) -> torch.Tensor:
@@ -92,7 +104,8 @@ def subset(x: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
 def label(s: dict) -> str:
     if s["modality"] == "mri":
         coils = "single-coil" if s["coils"] == 1 else f"{s['coils']} coils"
-        return f"MRI {s['acceleration']}x {s['mask']} {coils}"
+        return f"MRI {s['acceleration']}x {s['mask']} {coils}" + (
+            ", image with phase" if s.get("phase") else "")
     views = f"{s['views'] or rt.FULL_VIEWS} views"
     return f"CT {views}" + (f", dose {s['dose']}" if s["dose"] else "")
 
@@ -210,13 +223,14 @@ def main_settings(quick: bool) -> list[dict]:
     mri = [{"modality": "mri", "mask": m, "acceleration": r, "coils": 1}
            for r in (4, 8) for m in ("equispaced", "random")]
     mri.append({"modality": "mri", "mask": "random", "acceleration": 4, "coils": 8})
+    mri.append({"modality": "mri", "mask": "random", "acceleration": 4, "coils": 1, "phase": True})
     ct = [{"modality": "ct", "views": v, "dose": None} for v in (30, 60)]
     ct.append({"modality": "ct", "views": None, "dose": 0.25})
-    return [mri[1], ct[0]] if quick else mri + ct
+    return [mri[1], mri[-1], ct[0]] if quick else mri + ct
 
 
 def robustness_sets(a) -> dict[str, torch.Tensor]:
-    sets = {"left-out contrast (FLAIR)": mri_images("test", ("FLAIR",)),
+    sets = {"unseen contrast (heavy T2, TE 200 ms)": unseen_contrast_images("test"),
             "coronal views": mri_images("test", orientation="coronal"),
             "sagittal views": mri_images("test", orientation="sagittal"),
             "finer resolution (1.97 mm, cropped)": mri_images("test", zoom=1.5)}
@@ -225,15 +239,38 @@ def robustness_sets(a) -> dict[str, torch.Tensor]:
     return {k: subset(v, a.n_slices, a.seed + 1) for k, v in sets.items()}
 
 
+def phase_rows(table: "Table", full: dict, ccdf: dict, models: dict) -> None:
+    """Complex data through a magnitude prior (phase view, Chung & Ye's re/im batch) and,
+    when given, a complex two-channel prior."""
+    steps = full["score-mri"][0] if "score-mri" in full else 4
+    for name in ("score-mri", "mcg"):
+        if name in full:
+            table.add(f"{name} (phase from calibration)", name, f"{full[name][0]} steps",
+                      steps=full[name][0], view="phase", **full[name][1])
+    if "mcg" in ccdf:
+        table.add("mcg CCDF (phase from calibration)", "mcg", f"t0 {T0}, {ccdf['mcg'][0]} steps",
+                  steps=ccdf["mcg"][0], t0=T0, init="zero-filled", view="phase", **ccdf["mcg"][1])
+    table.add("score-mri (re / im as two images)", "score-mri", f"{steps} steps", steps=steps,
+              view="batch")
+    if "complex" in models:
+        table.add("mcg, complex two-channel prior", "mcg", f"{models['complex'].name}, "
+                  f"{steps} steps", model=models["complex"], steps=steps, alpha=1.0)
+
+
 def run_main(models: dict, data: dict, a, full, ccdf, figures: Path) -> list[dict]:
     results, lams = [], {}
     for s in main_settings(a.quick):
         mod = s["modality"]
-        test, val = data[mod]
+        test, val = data["mri phase" if s.get("phase") else mod]
         print(f"{label(s)} ({len(test)} slices, model {models[mod].name})", flush=True)
         lams[label(s)] = lam = tune_cs(s, val, a)
         table = Table(models[mod], s, test, a)
         base = table.baselines(lam)
+        if s.get("phase"):
+            phase_rows(table, full, ccdf, models)
+            results.append({"setting": label(s), **s, "model": models[mod].name,
+                            "rows": table.rows})
+            continue
         table.diffusion(full, ccdf, base)
         if (mod == "ct" or label(s) == "MRI 4x random single-coil") and "mcg" in full:
             table.add("mcg, alpha 0 (projection only)", "mcg", "100 steps, no gradient",
@@ -245,10 +282,6 @@ def run_main(models: dict, data: dict, a, full, ccdf, figures: Path) -> list[dic
             steps = full["score-mri"][0] // 2 if "score-mri" in full else 2
             table.add("score-mri coil-by-coil + RSS", "score-mri", f"{steps} steps per coil, "
                       "no coil maps", runner=rt.run_coil_by_coil, steps=steps)
-        if label(s) == "MRI 4x random single-coil" and "real" in models:
-            table.add("score-mri, real prior (re/im as batch)", "score-mri",
-                      f"{models['real'].name}, 100 steps", model=models["real"], steps=100,
-                      view="batch")
         results.append({"setting": label(s), **s, "model": models[mod].name, "rows": table.rows})
         if label(s) in ("MRI 4x random single-coil", "CT 30 views"):
             panel(figures / f"reconstruction_{mod}.png", label(s), test, table.outs,
@@ -266,7 +299,7 @@ def run_robustness(model, a, lam: float, full, ccdf, figures: Path) -> list[dict
         table.diffusion(full, ccdf, base)
         table.diffusion({}, ccdf, "cs")
         results.append({"setting": f"{label(s)}, {name}", "rows": table.rows})
-        if name.startswith("left-out"):
+        if name.startswith("unseen"):
             panel(figures / "reconstruction_robustness.png", f"{label(s)}, {name}", images,
                   table.outs, ["zero-filled", "CS-TV", "UNet (supervised)", "mcg"],
                   len(images) // 2)
@@ -277,8 +310,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mri-model", default=rt.DEFAULT_MODELS["mri"])
     p.add_argument("--ct-model", default=rt.DEFAULT_MODELS["ct"])
-    p.add_argument("--real-model", default=api.DEFAULT_MODEL,
-                   help="real-valued prior for the re/im-as-batch row ('' to skip)")
+    p.add_argument("--complex-model", default="",
+                   help="optional two-channel complex prior (e.g. runs/mri-complex-64) for an "
+                        "extra row on the data with phase")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--n-slices", type=int, default=8, help="fixed-seed subset of the test slab")
     p.add_argument("--batch", type=int, default=8)
@@ -290,11 +324,13 @@ def main() -> None:
     start = time.perf_counter()
     models = {"mri": api.load_model(a.mri_model, device=a.device),
               "ct": api.load_model(a.ct_model, device=a.device)}
-    if a.real_model and not a.quick:
-        models["real"] = api.load_model(a.real_model, device=a.device)
+    if a.complex_model:
+        models["complex"] = api.load_model(a.complex_model, device=a.device)
     n_val = 2 if a.quick else 8
     data = {"mri": (subset(mri_images("test"), a.n_slices, a.seed),
                     subset(mri_images("val"), n_val, a.seed)),
+            "mri phase": (subset(mri_images("test", phase=True), a.n_slices, a.seed),
+                          subset(mri_images("val", phase=True), n_val, a.seed)),
             "ct": (subset(ct_images("test"), a.n_slices, a.seed),
                    subset(ct_images("val"), n_val, a.seed))}
     full, ccdf = (QUICK_FULL, QUICK_CCDF) if a.quick else (FULL, CCDF)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from meddiff.physics.base import LinearOperator
-from meddiff.physics.coils import birdcage_maps
+from meddiff.physics.coils import birdcage_maps, smooth_random_phase
 from meddiff.physics.ct import LimitedAngleCT, SparseViewCT
 from meddiff.physics.inpainting import Denoising, Inpainting, random_pixel_mask
 from meddiff.physics.masks import (equispaced_mask_1d, poisson_disc_mask_2d, random_mask_1d,
                                    random_mask_2d)
-from meddiff.physics.mri import MultiCoilMRI, SingleCoilMRI
+from meddiff.physics.mri import MultiCoilMRI, PhaseModulated, SingleCoilMRI
 from meddiff.physics.noise import GaussianNoise, TransmissionPoisson
 
 _KSPACE_SIGMA = 0.01  # complex k-space noise for images scaled to [0, 1]
@@ -57,6 +57,12 @@ def _inpainting(img_size: int = 64, seed: int = 0) -> LinearOperator:
     return Inpainting(mask, GaussianNoise(0.01))
 
 
+def _mri_phase(img_size: int = 64, seed: int = 0) -> LinearOperator:
+    """Multi-coil MRI seen through a smooth phase map (magnitude prior, complex data)."""
+    phase = smooth_random_phase((1, 1, img_size, img_size), seed)
+    return PhaseModulated(_mri_multicoil(img_size, seed), phase)
+
+
 def _denoising(img_size: int = 64, seed: int = 0) -> LinearOperator:
     return Denoising(0.1)
 
@@ -66,6 +72,7 @@ OPERATORS: dict[str, Callable[..., LinearOperator]] = {
     "mri_singlecoil_random_4x": _mri_random,
     "mri_singlecoil_poisson2d_6x": _mri_poisson,
     "mri_multicoil8_random2d_6x": _mri_multicoil,
+    "mri_multicoil8_phase_modulated": _mri_phase,
     "ct_sparse_view_30": _ct_sparse,
     "ct_limited_angle_120deg": _ct_limited,
     "ct_low_dose_i0_1e4": _ct_low_dose,

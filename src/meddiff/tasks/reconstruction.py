@@ -22,9 +22,12 @@ measurement of the *model-space* image ``2 x - 1`` with
 Complex images: a complex prior (``spec.intensity == "complex"``, e.g. ``mri-complex-64``)
 reconstructs the complex image as two channels (``view="channels"``, model space = image
 space, so ``y`` is used unchanged). With a real-valued prior, ``view="real"`` (its default)
-reconstructs a real image cast to complex (simulated MRI of magnitude images) and
+reconstructs a real image cast to complex (simulated MRI of magnitude images),
+``view="phase"`` the magnitude of an image with phase, the phase being estimated from the
+fully sampled k-space centre (:class:`~meddiff.physics.mri.PhaseModulated`), and
 ``view="batch"`` the real and imaginary parts as two real images (Chung & Ye 2022, arXiv
-2110.05243, sec. 3.3). Results are magnitude images in [0, 1] (``view="real"``: the real part).
+2110.05243, sec. 3.3). Results are magnitude images in [0, 1] (``real`` / ``phase``: the real
+part of the reconstructed real image).
 
 Sizes: the images must have the model's size. :func:`read_image` refuses other sizes unless
 ``resize=True`` (bilinear resampling of :func:`meddiff.api.read_slices`; outputs are resampled
@@ -51,7 +54,8 @@ from meddiff.eval.metrics import nmse_batch, psnr_batch, ssim_batch
 from meddiff.methods.baselines import cs_tv
 from meddiff.methods.recon import METHODS, reconstruct
 from meddiff.methods.unet_recon import unet_recon
-from meddiff.physics import (GaussianNoise, MultiCoilMRI, ParallelBeamCT, SingleCoilMRI,
+from meddiff.physics import (GaussianNoise, MultiCoilMRI, ParallelBeamCT, PhaseModulated,
+                             SingleCoilMRI, estimate_phase,
                              SparseViewCT, TransmissionPoisson, birdcage_maps,
                              calibration_region, equispaced_mask_1d, estimate_sensitivity_maps,
                              ifft2c, poisson_disc_mask_2d, random_mask_1d, rss)
@@ -64,7 +68,7 @@ BASELINES = ("zero-filled", "fbp", "cs", "unet")
 METHOD_NAMES = ("score-mri", "song", "mcg", "diffuserecon", "langevin", "dps") + BASELINES
 MASKS: dict[str, Callable[..., torch.Tensor]] = {
     "random": random_mask_1d, "equispaced": equispaced_mask_1d, "poisson": poisson_disc_mask_2d}
-DEFAULT_MODELS = {"mri": "mri-complex-64", "ct": "ct-prior-64"}  # the bundled priors per modality
+DEFAULT_MODELS = {"mri": "brain-prior-64", "ct": "ct-prior-64"}  # the bundled priors per modality
 DEFAULT_ACCELERATION = 4.0
 FULL_VIEWS = 180          # "full" CT sampling when only the dose is reduced
 FULL_DOSE_I0 = 1e5        # blank-scan counts per detector bin at dose 1
@@ -343,6 +347,8 @@ def _view(intensity: str, view: str | None, operator: LinearOperator) -> str:
         return "channels"
     if view == "channels":
         raise InputError("view 'channels' needs a complex-valued (two-channel) prior")
+    if view == "phase" and not operator.complex_domain:
+        raise InputError("view 'phase' applies to MRI data")
     return view or "real"
 
 
@@ -360,7 +366,7 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
             ``t0`` from the forward-diffused ``init`` baseline (``zero-filled`` / ``fbp`` /
             ``cs``; default zero-filled for MRI, fbp for CT).
         seed: the diffusion sampler's seed.
-        view: ``real`` or ``batch`` for complex MRI with a real prior (default ``real``);
+        view: for MRI with a real-valued prior ``real`` (default), ``phase`` or ``batch``;
             a complex prior always uses ``channels`` (module docstring).
         lam: CS-TV weight relative to ``||A||^2`` (method ``cs`` and ``init="cs"``; default
             :data:`CS_LAM` of the modality).
@@ -384,6 +390,8 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
     y = y.to(den.device)
     intensity = getattr(getattr(model, "spec", None), "intensity", "unit")
     view = _view(intensity, view, operator)
+    if view == "phase":
+        operator, view = PhaseModulated(operator, estimate_phase(operator, y)), "real"
     rv = RealView(operator, view)
     like = rv.A_adjoint(y)
     _check_size(model, like)
