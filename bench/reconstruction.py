@@ -308,6 +308,32 @@ def run_robustness(model, a, lam: float, full, ccdf, figures: Path) -> list[dict
     return results
 
 
+def markdown(doc: dict) -> str:
+    """README tables from a results document: PSNR / SSIM per method and setting."""
+    def table(groups: list[dict], title: str) -> str:
+        names = list(dict.fromkeys(r["method"] for g in groups for r in g["rows"]))
+        head = "| method | " + " | ".join(g["setting"] for g in groups) + " | NFE |"
+        lines = [f"**{title}** (PSNR dB / SSIM)", "", head,
+                 "|---" * (len(groups) + 2) + "|"]
+        for n in names:
+            cells, nfe = [], ""
+            for g in groups:
+                row = next((r for r in g["rows"] if r["method"] == n), None)
+                cells.append("-" if row is None else f"{row['psnr']:.2f} / {row['ssim']:.3f}")
+                nfe = nfe or ("" if row is None else str(row["nfe"]))
+            lines.append(f"| {n} | " + " | ".join(cells) + f" | {nfe} |")
+        return "\n".join(lines)
+
+    mri = [g for g in doc["settings"] if g["modality"] == "mri" and not g.get("phase")]
+    ct = [g for g in doc["settings"] if g["modality"] == "ct"]
+    phase = [g for g in doc["settings"] if g.get("phase")]
+    parts = [table(mri, "MRI"), table(ct, "CT")]
+    if phase:
+        parts.append(table(phase, "MRI with phase"))
+    parts.append(table(doc["robustness"], "Robustness, MRI 4x random single-coil"))
+    return "\n\n".join(parts) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mri-model", default=rt.DEFAULT_MODELS["mri"])
@@ -355,6 +381,7 @@ def main() -> None:
     out_json = ROOT / "bench" / "results" / ("reconstruction_quick.json" if a.quick
                                              else "reconstruction.json")
     atomic_write(out_json, lambda fh: fh.write((json.dumps(doc, indent=2) + "\n").encode()))
+    atomic_write(out_json.with_suffix(".md"), lambda fh: fh.write(markdown(doc).encode()))
     print(f"wrote {out_json} and figures in {figures} ({doc['seconds']} s)")
 
 
