@@ -76,7 +76,7 @@ def test_configs_of_the_new_priors_load_and_are_consistent(tmp_path):
     ct, mri = load_run_config(root / "ct-prior-64.yaml"), load_run_config(root / "mri-complex-64.yaml")
     assert ct.model.intensity == "unit" and ct.data.dataset == "head_ct_slices"
     assert mri.model.intensity == "complex" and mri.model.net.in_channels == 2
-    assert "FLAIR" not in mri.data.contrasts  # left out for the robustness benchmark
+    assert "FLAIR" not in mri.data.contrasts  # one contrast left out, as configured
     bad = (root / "mri-complex-64.yaml").read_text().replace("intensity: complex", "")
     (tmp_path / "bad.yaml").write_text(bad)
     with pytest.raises(ConfigError, match="complex"):
