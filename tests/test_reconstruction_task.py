@@ -89,7 +89,8 @@ def test_ct_sinogram_and_low_dose_noise_follow_the_delta_method():
     (lambda x: rt.simulate_ct(x, views=0), "views must be"),
     (lambda x: rt.simulate_ct(x, dose=-1.0), "dose must be"),
     (lambda x: rt.run(None, *rt.simulate_mri(x), "fbp"), "fbp needs a CT operator"),
-    (lambda x: rt.run(None, *rt.simulate_mri(x), "unet"), "unknown method 'unet'"),
+    (lambda x: rt.run(None, *rt.simulate_mri(x), "sart"), "unknown method 'sart'"),
+    (lambda x: rt.run(None, *rt.simulate_mri(x), "unet"), "no supervised MRI UNet (16 px) weights"),
     (lambda x: rt.run(None, *rt.simulate_mri(x), "zero-filled", t0=100), "no warm start"),
 ])
 def test_bad_inputs_raise_one_clear_input_error(call, message):
