@@ -144,7 +144,7 @@ def evaluate(model, s: dict, images: torch.Tensor, method: str, seed: int, batch
 def tune_cs(s: dict, val: torch.Tensor, a) -> float:
     """The CS-TV weight (relative to ||A||^2) with the best mean PSNR on validation slices."""
     grid = CS_GRID[s["modality"]][1::2] if a.quick else CS_GRID[s["modality"]]
-    scores = [evaluate(None, s, val, "cs", a.seed, a.batch, lam=lam)[0]["psnr"] for lam in grid]
+    scores = [evaluate(None, s, val, "cs", a.seed, a.batch, cs_lam=lam)[0]["psnr"] for lam in grid]
     return grid[max(range(len(grid)), key=scores.__getitem__)]
 
 
@@ -168,7 +168,7 @@ class Table:
         base = "fbp" if self.s["modality"] == "ct" else "zero-filled"
         self.add(base, base)
         self.add("CS-TV", "cs", f"lambda {lam} x ||A||^2 (tuned on val), {rt.CS_ITERS} PDHG "
-                 "iterations", lam=lam)
+                 "iterations", cs_lam=lam)
         self.add("UNet (supervised)", "unet", "residual BasicUNet on the direct reconstruction")
         return base
 

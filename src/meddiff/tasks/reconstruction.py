@@ -354,7 +354,7 @@ def _view(intensity: str, view: str | None, operator: LinearOperator) -> str:
 
 def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: int = 100,
         t0: float | None = None, init: str | None = None, seed: int = 0, view: str | None = None,
-        lam: float | None = None, **opts) -> Result:
+        cs_lam: float | None = None, **opts) -> Result:
     """Reconstruct image-space images from ``y`` (the measurement of the image-space image).
 
     Args:
@@ -368,7 +368,7 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
         seed: the diffusion sampler's seed.
         view: for MRI with a real-valued prior ``real`` (default), ``phase`` or ``batch``;
             a complex prior always uses ``channels`` (module docstring).
-        lam: CS-TV weight relative to ``||A||^2`` (method ``cs`` and ``init="cs"``; default
+        cs_lam: CS-TV weight relative to ``||A||^2`` (method ``cs`` and ``init="cs"``; default
             :data:`CS_LAM` of the modality).
         **opts: the diffusion method's own options (:mod:`meddiff.methods.recon`).
     Returns:
@@ -380,7 +380,7 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
     if method in BASELINES:
         if t0 is not None or init is not None:
             raise InputError(f"{method} takes no warm start (t0 / init)")
-        z = baseline(operator, y, method, lam)
+        z = baseline(operator, y, method, cs_lam)
         return Result(_magnitude01(z), None, 0, time.perf_counter() - start)
     if not (isinstance(steps, int) and steps >= 1):
         raise InputError(f"steps must be an integer >= 1, got {steps!r}")
@@ -398,7 +398,7 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
     y_model = rv.model_measurement(y, like, intensity)
     init_model = None
     if t0 is not None:
-        z0 = baseline(operator, y, init or ("fbp" if is_ct(operator) else "zero-filled"), lam)
+        z0 = baseline(operator, y, init or ("fbp" if is_ct(operator) else "zero-filled"), cs_lam)
         init_model = model_space(rv.from_domain(z0), intensity).clamp(-1, 1).float()
     if method == "langevin" and isinstance(operator.noise, GaussianNoise):
         opts.setdefault("noise_std", 2 * operator.noise.sigma)  # model space doubles the noise
@@ -420,13 +420,16 @@ def run_coil_by_coil(model, operator: MultiCoilMRI, y: torch.Tensor, method: str
     image ``S_c x`` is reconstructed as a single-coil problem with the same mask (the prior sees
     coil images, which look like images with a smooth bias field and phase), and the magnitudes
     are combined by root-sum-of-squares; no coil maps are used. ``y`` (B, C, H, W) complex;
-    ``**kw`` as :func:`run`. ``std01`` is propagated to first order,
+    ``**kw`` as :func:`run`; coil images are complex, so a real-valued prior sees them through
+    the ``phase`` view unless ``view`` says otherwise. ``std01`` is propagated to first order,
     ``sqrt(sum_c (|x_c| / rss)^2 std_c^2)``. Costs C times a single-coil reconstruction
     (``nfe`` counts all C)."""
     if not isinstance(operator, MultiCoilMRI):
         raise InputError("coil-by-coil reconstruction needs multi-coil MRI data")
     b, c = y.shape[:2]
     single = SingleCoilMRI(operator.mask, operator.noise)
+    if getattr(getattr(model, "spec", None), "intensity", "unit") != "complex":
+        kw.setdefault("view", "phase")
     res = run(model, single, y.reshape(b * c, 1, *y.shape[-2:]), method, **kw)
     mags = res.image01.reshape(b, c, *y.shape[-2:])
     combined = mags.pow(2).sum(1, keepdim=True).sqrt()

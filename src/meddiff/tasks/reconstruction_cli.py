@@ -51,7 +51,7 @@ def add_reconstruct_parser(subparsers) -> argparse.ArgumentParser:
                    help="CCDF warm start: start at this diffusion time (0..T-1) from --init")
     r.add_argument("--init", default=None, choices=("zero-filled", "fbp", "cs", "unet"),
                    help="warm-start image (default zero-filled for MRI, fbp for CT)")
-    r.add_argument("--lam", type=float, default=None,
+    r.add_argument("--cs-lam", type=float, default=None,
                    help="CS-TV weight relative to ||A||^2 (method cs, --init cs; default "
                         f"{rt.CS_LAM['mri']:g} MRI, {rt.CS_LAM['ct']:g} CT)")
     r.add_argument("--model", default=None,
@@ -126,7 +126,7 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
             raise InputError("--coil-mode coil-by-coil needs multi-coil data and a diffusion method")
         runner = rt.run_coil_by_coil
     result = runner(model, op, y, a.method, steps=a.steps, t0=a.t0, init=a.init, seed=a.seed,
-                    view=view, lam=a.lam)
+                    view=view, cs_lam=a.cs_lam)
     base = result if a.method == base_name else rt.run(None, op, y, base_name)
     scores = rt.write_outputs(a.out, result, ref, base.image01, geometry, base_name, a.method)
     recon_path, std_path, png_path = rt.output_paths(a.out)
