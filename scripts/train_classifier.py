@@ -3,14 +3,15 @@
     .venv/bin/python scripts/train_classifier.py                      # lesion-classifier-64
     .venv/bin/python scripts/train_classifier.py --steps 20 --out-dir /tmp/clf   # smoke test
 
-The classifier (:mod:`meddiff.methods.noisy_classifier`, MONAI DiffusionModelEncoder with a
-timestep embedding) learns ``p(lesion | x_t, t)`` on noisy images ``x_t ~ q(x_t | x_0)`` with
-``t`` uniform over the steps of the diffusion prior it will guide (``--prior``, default the
-bundled ``brain-prior-64``: its schedule, noise and image size are used and stored). Data
-(:class:`meddiff.data.lesion_bench.ClassifierData`): training slabs only, augmented, lesion
-images with the classifier lesion preset (default ``LESIONS_CLASSIFIER``: small, round,
-periventricular; never the benchmark's lesions) paired with healthy images of the same
-sections. Validation: balanced accuracy and AUROC at several ``t`` on the benchmark's
+The classifier (:mod:`meddiff.methods.noisy_classifier`, MONAI DiffusionModelEncoder blocks
+with a timestep embedding and a global pooling head) learns ``p(lesion | x_t, t)`` on noisy
+images ``x_t ~ q(x_t | x_0)`` with ``t`` uniform over the steps of the diffusion prior it will
+guide (``--prior``, default the bundled ``brain-prior-64``: its schedule, noise and image size
+are used and stored). Data (:class:`meddiff.data.lesion_bench.ClassifierData`): training slabs
+only, augmented, lesion images with the classifier lesion preset (default
+``LESIONS_CLASSIFIER``: round, 4-9 mm, in white matter, training tissue; never the benchmark's
+lesions), each paired with its healthy twin (the same image without the lesion).
+Validation: balanced accuracy and AUROC at several ``t`` on the benchmark's
 *validation* split (its large, shifted lesions) against the same healthy sections.
 
 Writes ``NAME.safetensors`` + ``NAME.json`` (architecture, schedule, card; no pickle) to
@@ -118,14 +119,15 @@ def write_card(path: Path, name: str, card: dict) -> Path:
 Noise-aware healthy-vs-lesion classifier (Wolleb et al. 2022, MICCAI, arXiv 2203.04306) that
 guides the D4 (Wolleb) and D1 (Diff-SCM) anomaly detectors of `meddiff detect`.
 
-- **Network**: MONAI DiffusionModelEncoder (timestep-conditioned encoder), channels
+- **Network**: MONAI DiffusionModelEncoder blocks (timestep-conditioned) + global mean/max
+  pooling head, channels
   {card['architecture']['channels']}, {card['parameters']} parameters; input `x_t` in model space
   [-1, 1] at {card['architecture']['image_size']} px, output logits (0 healthy, 1 lesion).
 - **Guides**: `{card['prior']}` (schedule {card['schedule']}); trained on `x_t ~ q(x_t | x_0)`
   with `t` uniform over its steps and its `{card['noise']}` noise.
 - **Data**: simulated brain MRI ({', '.join(card['contrasts'])}), training slabs only, augmented;
-  lesion preset `{card['lesions']}` ({card['lesion_config']}) paired with healthy images of the
-  same sections. The benchmark lesions (`LESIONS_BENCH`) are never used for training.
+  lesion preset `{card['lesions']}` ({card['lesion_config']}), each paired with its healthy
+  twin (the same image without the lesion). The benchmark lesions (`LESIONS_BENCH`) are never used for training.
 - **Training**: {tr['steps']} steps, batch {tr['batch_size']}, AdamW lr {tr['lr']} (one-cycle),
   final loss {tr['final_loss']}, wall time {tr['wall_time_s'] / 60:.1f} min on {tr['machine']}.
 - **Reproduce**: `{card['reproduce']}`

@@ -191,7 +191,7 @@ def test_lesion_bench_is_fixed_with_large_lesions_inside_the_brain():
     areas = lesions.flatten(1).sum(1).float()
     clf = ClassifierData(length=40)
     clf_areas = torch.stack([clf[i]["lesion"].sum() for i in range(0, 40, 2)])
-    assert areas.mean() > 3 * clf_areas.mean()  # bench lesions are much larger
+    assert areas.mean() > 1.5 * clf_areas.mean()  # bench lesions are larger
     flair = again.select("FLAIR")
     assert len(flair) == (again.contrasts == 3).sum() > 0
     les, wm = flair.images[flair.lesions], flair.images[flair.brains & ~flair.lesions]
@@ -202,14 +202,18 @@ def test_lesion_bench_is_fixed_with_large_lesions_inside_the_brain():
     assert not healthy_bench("test").lesions.any()
 
 
-def test_classifier_data_pairs_classes_on_the_same_sections():
+def test_classifier_data_pairs_differ_only_around_the_lesion():
     data = ClassifierData(length=8, seed=1)
     for k in range(4):
         j, _ = data._draw_index(k)
         sick, healthy = data[2 * k], data[2 * k + 1]
         assert int(sick["label"]) == LESION and int(healthy["label"]) == HEALTHY
         assert sick["lesion"].sum() > 0 and healthy["lesion"].sum() == 0
-        assert data.lesion_ds[j]["section"] == data.healthy_ds[j]["section"]
+        assert data.lesion_ds.healthy_twin(j)["section"] == data.lesion_ds[j]["section"]
+        near = torch.nn.functional.max_pool2d(sick["lesion"], 5, 1, 2) > 0  # partial volume
+        diff = (sick["image"] - healthy["image"]).abs()
+        # elsewhere only the global intensity normalisation moves (a few percent)
+        assert diff[~near].mean() < 0.01 and diff[sick["lesion"] > 0].mean() > 5 * diff[~near].max()
         assert torch.equal(data[2 * k]["image"], sick["image"])  # deterministic
 
 

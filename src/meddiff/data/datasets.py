@@ -136,11 +136,13 @@ class _Simulated(Dataset):
         return np.random.default_rng([self.seed, tag, epoch, int(index)])
 
     def _render(self, fr: np.ndarray, contrasts: tuple[str, ...], spacing: float,
-                rng: np.random.Generator) -> dict:
+                rng: np.random.Generator, healthy: bool = False) -> dict:
+        """``healthy``: draw the lesions (same random stream) but leave them out."""
         gt = np.zeros(fr.shape[1:], dtype=bool)
         if self.lesions is not None:
-            les, gt = render_lesions(fr[2], fr[0], spacing, self.lesions, rng)
-            fr = insert_lesions(fr, les)
+            les, drawn = render_lesions(fr[2], fr[0], spacing, self.lesions, rng)
+            if not healthy:
+                fr, gt = insert_lesions(fr, les), drawn
         if self.augment:
             disp = aug.random_displacement(fr.shape[1:], rng, self.augment_config)
             moved = aug.warp(np.concatenate([fr, gt[None].astype(np.float32)]), disp)
@@ -166,10 +168,11 @@ class _Simulated(Dataset):
         img = np.clip(img * (bias / np.median(bias[brain]) if brain.any() else bias), 0.0, 1.0)
         return aug.random_intensity(img, rng, self.augment_config)
 
-    def _item(self, fr: np.ndarray, c: int, spacing: float, rng: np.random.Generator) -> dict:
+    def _item(self, fr: np.ndarray, c: int, spacing: float, rng: np.random.Generator,
+              healthy: bool = False) -> dict:
         """Render contrast ``self.contrasts[c]``, or all of them (in order) when paired."""
         names = self.contrasts if self.paired else (self.contrasts[c],)
-        item = self._render(fr, names, spacing, rng)
+        item = self._render(fr, names, spacing, rng, healthy)
         ids = [CONTRASTS.index(n) for n in names]
         item["contrast"] = torch.tensor(ids) if self.paired else ids[0]
         return item
@@ -223,6 +226,15 @@ class BrainSlices(_Simulated):
         return self.length
 
     def __getitem__(self, index: int) -> dict:
+        return self._get(index)
+
+    def healthy_twin(self, index: int) -> dict:
+        """Item ``index`` without its lesions: the same section, contrast, warp, sequence, bias
+        and noise, so the twin differs from ``self[index]`` only inside the lesions ('lesion'
+        is all zeros)."""
+        return self._get(index, healthy=True)
+
+    def _get(self, index: int, healthy: bool = False) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
         rng = self.rng(index)
@@ -231,7 +243,7 @@ class BrainSlices(_Simulated):
             s, c = int(rng.integers(len(self.sections))), int(rng.integers(nc))
         else:
             s, c = (index // nc) % len(self.sections), index % nc
-        item = self._item(self.fractions[s], c, self.spacing_mm, rng)
+        item = self._item(self.fractions[s], c, self.spacing_mm, rng, healthy)
         item["section"] = int(self.sections[s])
         return item
 

@@ -4,7 +4,10 @@ Wolleb et al. 2022, "Diffusion Models for Medical Anomaly Detection", MICCAI (ar
 sec. 2: the encoder half of the diffusion UNet with the timestep embedding, trained with
 cross-entropy on noisy images ``x_t ~ q(x_t | x_0)`` at ``t`` uniform over the training steps
 of the diffusion model it will guide (Dhariwal & Nichol 2021, arXiv 2105.05233, sec. 4). The
-network is MONAI's ``DiffusionModelEncoder`` (which implements that classifier).
+network is the timestep embedding and down blocks of MONAI's ``DiffusionModelEncoder`` with a
+global mean + max pooling head (guided diffusion's classifier pools globally too; MONAI's own
+flatten-and-MLP head ties every position to its own weights and stayed at chance on small
+lesions).
 
 Contracts: input ``x_t`` (B, 1, S, S) in *model space* (data in [-1, 1] plus noise) and times
 ``t`` (B,) float in ``[0, T-1]``; output logits (B, 2), class 0 healthy, 1 lesion.
@@ -24,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder
+from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder, get_timestep_embedding
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -72,17 +75,27 @@ class NoisyClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig = ClassifierConfig()):
         super().__init__()
         self.config = config
-        self.net = DiffusionModelEncoder(
+        encoder = DiffusionModelEncoder(
             spatial_dims=2, in_channels=config.in_channels, out_channels=config.num_classes,
             input_shape=(config.image_size, config.image_size), channels=config.channels,
             attention_levels=config.attention_levels, num_res_blocks=config.num_res_blocks,
             norm_num_groups=config.norm_num_groups, num_head_channels=config.num_head_channels)
+        self.time_embed, self.conv_in = encoder.time_embed, encoder.conv_in
+        self.down_blocks = encoder.down_blocks
+        width = config.channels[-1]
+        self.norm = nn.Sequential(nn.GroupNorm(config.norm_num_groups, width), nn.SiLU())
+        self.head = nn.Linear(2 * width, config.num_classes)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         t = torch.as_tensor(t, device=x_t.device).float()
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        return self.net(x_t, t).float()
+        emb = self.time_embed(get_timestep_embedding(t, self.config.channels[0]).to(x_t.dtype))
+        h = self.conv_in(x_t)
+        for block in self.down_blocks:
+            h, _ = block(hidden_states=h, temb=emb, context=None)
+        h = self.norm(h)
+        return self.head(torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)).float()
 
 
 def classifier_loss(classifier: nn.Module, x0: torch.Tensor, labels: torch.Tensor,
