@@ -101,3 +101,17 @@ def test_entry_point_runs_as_a_program(tmp_path):
                           str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip().startswith("meddiff: error: unknown model")
     assert "Traceback" not in res.stderr
+
+
+def test_models_lists_every_bundled_network_with_its_parameter_count(capsys):
+    from safetensors.torch import load_file
+
+    from meddiff.zoo.store import WEIGHTS_DIR
+
+    code, out, _ = _run(capsys, "models", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0
+    for path in WEIGHTS_DIR.glob("*/*.safetensors"):
+        n = sum(t.numel() for t in load_file(path).values())
+        assert rows[path.stem]["params"] == f"{n / 1e6:.2f} M"
+    assert {"brain-prior-64", "ct-prior-64", "feature_encoder"} <= set(rows)

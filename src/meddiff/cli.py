@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -134,6 +135,7 @@ def cmd_models(a: argparse.Namespace) -> None:
         rows.append({"name": path.stem, "kind": f"supervised {modality.upper()} UNet (baseline)",
                      "size": int(path.stem.rsplit("-", 1)[1]), "params": card["parameters"],
                      "steps": card["steps"], "card": "weights file metadata"})
+    rows += _task_model_rows()
     enc = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text(encoding="utf-8"))
     rows.append({"name": DEFAULT_WEIGHTS.stem, "kind": "FD-MedEnc feature encoder",
                  "size": enc["data"]["size"], "params": "", "steps": enc["training"]["steps"],
@@ -144,6 +146,29 @@ def cmd_models(a: argparse.Namespace) -> None:
     _print_table(rows, [("name", "name", ""), ("kind", "kind", ""), ("size", "size", ""),
                         ("params", "parameters", ""), ("steps", "train steps", ""),
                         ("card", "model card (in the package)", "")])
+
+
+#: bundled task networks (sub-folders of zoo/weights) and what `meddiff models` calls them
+TASK_MODELS = (("latent", "D2 latent AE / latent DDPM"), ("segmentation", "G2 segmentation"),
+               ("classifiers", "noise-aware classifier (D1/D4)"))
+
+
+def _task_model_rows() -> list[dict]:
+    """One row per bundled task network: parameters counted from the safetensors header."""
+    from safetensors import safe_open
+
+    from meddiff.zoo.store import WEIGHTS_DIR
+
+    rows = []
+    for folder, kind in TASK_MODELS:
+        for path in sorted((WEIGHTS_DIR / folder).glob("*.safetensors")):
+            with safe_open(str(path), "pt") as f:
+                n = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+            card = WEIGHTS_DIR.parent / "cards" / f"{path.stem}.md"
+            rows.append({"name": path.stem, "kind": kind, "size": path.stem.rsplit("-", 1)[-1],
+                         "params": f"{n / 1e6:.2f} M", "steps": "",
+                         "card": f"zoo/cards/{card.name}" if card.exists() else ""})
+    return rows
 
 
 def cmd_train(a: argparse.Namespace) -> None:
