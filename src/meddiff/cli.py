@@ -25,7 +25,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"meddiff: error: {message} (see '{self.prog} --help')\n")
 
 
-def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
+def common_options(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
+    """``--device``, ``--seed`` and optionally ``--json``, the same on every command."""
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run (default: auto = CUDA if available)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--out", required=True, help="output directory")
-    _common(s)
+    common_options(s)
     s.set_defaults(func=cmd_sample)
 
     d = sub.add_parser("denoise", help="remove Gaussian noise from a 2D image or every slice of a volume")
@@ -213,21 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=DEFAULT_MODEL)
     d.add_argument("--resize", action="store_true", help="resample slices to the model's size")
     d.add_argument("--out", required=True, help="output NIfTI (a PNG panel is written beside it)")
-    _common(d)
+    common_options(d)
     d.set_defaults(func=cmd_denoise)
 
     m = sub.add_parser("demo", help="the bundled prior end to end (samples + denoising benchmark)")
     m.add_argument("--out", default="demo_out")
     m.add_argument("--model", default=DEFAULT_MODEL)
-    _common(m, json_flag=True)
+    common_options(m, json_flag=True)
     m.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("methods", help="the 27 systems and what runs today")
-    _common(t, json_flag=True)
+    common_options(t, json_flag=True)
     t.set_defaults(func=cmd_methods)
 
     o = sub.add_parser("models", help="bundled models")
-    _common(o, json_flag=True)
+    common_options(o, json_flag=True)
     o.set_defaults(func=cmd_models)
 
     r = sub.add_parser("train", help="train a model from a YAML run config (resumes by default)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from meddiff.cli import common_options
 from meddiff.tasks import detection as dt
 
 
@@ -51,10 +52,7 @@ def add_detect_parser(subparsers) -> argparse.ArgumentParser:
                    help="anoddpm: reconstructions averaged (default 1)")
     d.add_argument("--batch-size", type=int, default=16)
     d.add_argument("--resize", action="store_true", help="resample slices to the model's size")
-    d.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where to run (default: auto = CUDA if available)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    d.add_argument("--json", action="store_true", help="print results as JSON")
+    common_options(d, json_flag=True)
     d.set_defaults(func=cmd_detect)
     return d
 

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from meddiff.cli import common_options
 from meddiff.errors import InputError
 from meddiff.tasks import reconstruction as rt
 
@@ -61,10 +62,7 @@ def add_reconstruct_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz); a PNG panel and, for methods with an "
                         "uncertainty map, <out>_std.nii.gz are written beside it")
-    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where to run (default: auto = CUDA if available)")
-    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    r.add_argument("--json", action="store_true", help="print results as JSON")
+    common_options(r, json_flag=True)
     r.set_defaults(func=cmd_reconstruct)
     return r
 

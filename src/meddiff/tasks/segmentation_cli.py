@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from meddiff.cli import common_options
 from meddiff.errors import InputError
 from meddiff.methods import segmentation as seg
 
@@ -45,10 +46,7 @@ def add_segment_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz) of the mean mask; <out>_var.nii.gz and "
                         "<out>.png are written beside it")
-    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where to run (default: auto = CUDA if available)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--json", action="store_true", help="print results as JSON")
+    common_options(s, json_flag=True)
     s.set_defaults(func=cmd_segment)
     return s
 
