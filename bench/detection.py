@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from common import run_header, write_results
 from meddiff.data.lesion_bench import LesionBench, lesion_bench
 from meddiff.errors import MeddiffError
 from meddiff.eval.figures import atomic_write
@@ -315,18 +315,14 @@ def main() -> None:
     figures = out_dir if a.quick else ROOT / "docs" / "figures"
     figure = save_examples(figures / "detection_examples.png", sets, maps,
                            a.figure_images) if maps else None
-    doc = {"command": "python bench/detection.py" + (" --quick" if a.quick else ""),
-           "device": str(resolve_device(a.device)), "threads": torch.get_num_threads(),
-           "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+    doc = {**run_header("python bench/detection.py" + (" --quick" if a.quick else ""), a.device),
            "test_images_per_contrast": {c: len(s["test"]) for c, s in sets.items()},
            "val_images_per_contrast": {c: len(s["val"]) for c, s in sets.items()},
            "seed": a.seed, "quick": a.quick, "rows": rows, "skipped": skipped,
            "claims": claims(rows), "figure": str(figure.relative_to(ROOT)) if figure else None,
            "seconds": round(time.perf_counter() - start, 1)}
-    out_json = out_dir / "detection.json"
-    atomic_write(out_json, lambda fh: fh.write((json.dumps(doc, indent=2) + "\n").encode()))
     print(f"claims: {json.dumps(doc['claims'])}")
-    print(f"wrote {out_json}" + (f" and {figure}" if figure else "") + f" ({doc['seconds']} s)")
+    write_results(out_dir / "detection.json", doc, figure)
 
 
 if __name__ == "__main__":

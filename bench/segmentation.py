@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from common import run_header, write_results
 from meddiff.data.lesion_bench import LesionBench, lesion_bench
 from meddiff.data.mri_signal import CONTRASTS
 from meddiff.errors import MeddiffError
@@ -219,17 +219,14 @@ def main() -> None:
                    "variance_higher_where_wrong": None if None in (
                        g2["mean_var_wrong"], g2["mean_var_correct"])
                    else g2["mean_var_wrong"] > g2["mean_var_correct"]}
-    doc = {"command": "python bench/segmentation.py" + (" --quick" if a.quick else ""),
-           "device": str(resolve_device(a.device)), "threads": torch.get_num_threads(),
-           "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+    doc = {**run_header("python bench/segmentation.py" + (" --quick" if a.quick else ""),
+                        a.device),
            "contrast": a.contrast, "test_images": len(test), "seed": a.seed, "quick": a.quick,
            "rows": rows, "skipped": skipped, "summary": summary,
            "figure": str(figure.relative_to(ROOT)) if figure else None,
            "seconds": round(time.perf_counter() - start, 1)}
-    out_json = out_dir / "segmentation.json"
-    atomic_write(out_json, lambda fh: fh.write((json.dumps(doc, indent=2) + "\n").encode()))
     print(f"summary: {json.dumps(summary)}")
-    print(f"wrote {out_json}" + (f" and {figure}" if figure else "") + f" ({doc['seconds']} s)")
+    write_results(out_dir / "segmentation.json", doc, figure)
 
 
 if __name__ == "__main__":
