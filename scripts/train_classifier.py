@@ -5,9 +5,12 @@
 
 The classifier (:mod:`meddiff.methods.noisy_classifier`, MONAI DiffusionModelEncoder blocks
 with a timestep embedding and a global pooling head) learns ``p(lesion | x_t, t)`` on noisy
-images ``x_t ~ q(x_t | x_0)`` with ``t`` uniform over the steps of the diffusion prior it will
+images ``x_t ~ q(x_t | x_0)`` with ``t`` from the schedule of the diffusion prior it will
 guide (``--prior``, default the bundled ``brain-prior-64``: its schedule, noise and image size
-are used and stored). Data (:class:`meddiff.data.lesion_bench.ClassifierData`): training slabs
+are used and stored), restricted to ``t < --max-t`` (default 500, Wolleb's noise level L) with a
+curriculum: the range grows from ``--t-start`` (50) over the first half of training. Uniform
+``t`` over all 1000 steps left the classifier at chance after 1500 and 4000 steps: at most
+steps the lesions are buried in noise and the loss gives no gradient towards them. Data (:class:`meddiff.data.lesion_bench.ClassifierData`): training slabs
 only, augmented, lesion images with the classifier lesion preset (default
 ``LESIONS_CLASSIFIER``: round, 4-9 mm, in white matter, training tissue; never the benchmark's
 lesions), each paired with its healthy twin (the same image without the lesion).
@@ -57,6 +60,12 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--max-t", type=int, default=500,
+                   help="train on t < max-t (default 500, the Wolleb level L; the classifier is "
+                        "near chance above it anyway)")
+    p.add_argument("--t-start", type=int, default=50,
+                   help="curriculum: the t range grows linearly from t-start to max-t over the "
+                        "first half of training")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
@@ -95,10 +104,12 @@ def train(a, net, schedule, noise, size: int, device) -> tuple[list[float], floa
     g = torch.Generator(device).manual_seed(a.seed)
     losses, start = [], time.perf_counter()
     net.train()
-    for batch in (bar := tqdm(loader, desc=a.name, total=a.steps)):
+    for step, batch in enumerate(bar := tqdm(loader, desc=a.name, total=a.steps)):
         x0 = to_model(batch["image"].to(device))
+        t_max = a.t_start + (a.max_t - a.t_start) * min(1.0, 2 * step / a.steps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.bf16):
-            loss = classifier_loss(net, x0, batch["label"].to(device), schedule, g, noise)
+            loss = classifier_loss(net, x0, batch["label"].to(device), schedule, g, noise,
+                                   t_max=round(t_max))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -124,7 +135,7 @@ guides the D4 (Wolleb) and D1 (Diff-SCM) anomaly detectors of `meddiff detect`.
   {card['architecture']['channels']}, {card['parameters']} parameters; input `x_t` in model space
   [-1, 1] at {card['architecture']['image_size']} px, output logits (0 healthy, 1 lesion).
 - **Guides**: `{card['prior']}` (schedule {card['schedule']}); trained on `x_t ~ q(x_t | x_0)`
-  with `t` uniform over its steps and its `{card['noise']}` noise.
+  with `t` < {card['max_t']} (curriculum from {card['t_start']}) and its `{card['noise']}` noise.
 - **Data**: simulated brain MRI ({', '.join(card['contrasts'])}), training slabs only, augmented;
   lesion preset `{card['lesions']}` ({card['lesion_config']}), each paired with its healthy
   twin (the same image without the lesion). The benchmark lesions (`LESIONS_BENCH`) are never used for training.
@@ -156,7 +167,8 @@ def main() -> None:
     card = {"parameters": f"{count_parameters(net) / 1e6:.2f} M",
             "architecture": {"channels": list(config.channels), "image_size": size},
             "prior": prior.name, "schedule": f"{schedule.kind}, {schedule.num_steps} steps",
-            "noise": prior.spec.noise, "contrasts": list(a.contrasts), "lesions": a.lesions,
+            "noise": prior.spec.noise, "max_t": a.max_t, "t_start": a.t_start,
+            "contrasts": list(a.contrasts), "lesions": a.lesions,
             "lesion_config": str(PRESETS[a.lesions]).replace("\n", " "),
             "training": {"steps": a.steps, "batch_size": a.batch, "lr": a.lr,
                          "final_loss": round(float(np.mean(losses[-50:])), 5),
@@ -166,6 +178,7 @@ def main() -> None:
             "validation": validate(net, schedule, noise, size, a.contrasts, a.seed, device),
             "reproduce": f".venv/bin/python scripts/train_classifier.py --name {a.name} "
                          f"--prior {a.prior} --lesions {a.lesions} --steps {a.steps} "
+                         f"--max-t {a.max_t} --t-start {a.t_start} "
                          f"--batch {a.batch} --seed {a.seed}"}
     json_path = save_classifier(Path(a.out_dir) / a.name, net, schedule, card)
     card_dir = Path(a.card_dir) if a.card_dir else (

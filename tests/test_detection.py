@@ -3,6 +3,7 @@ the noise-aware classifier files and the ``meddiff detect`` CLI."""
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,8 +22,8 @@ from meddiff.data.intensity import to_model
 from meddiff.errors import InputError
 from meddiff.methods import anomaly as an
 from meddiff.methods import latent as lt
-from meddiff.methods.noisy_classifier import (ClassifierConfig, NoisyClassifier, load_classifier,
-                                              save_classifier)
+from meddiff.methods.noisy_classifier import (ClassifierConfig, NoisyClassifier, classifier_loss,
+                                              load_classifier, save_classifier)
 from meddiff.nets.unet import preset
 from meddiff.tasks import detection as dt
 from meddiff.zoo.store import build_denoiser
@@ -158,6 +159,22 @@ def test_wolleb_and_diff_scm_differ_only_in_their_explicit_defaults():
 
 
 # ------------------------------------------------------------------------------ classifier
+def test_classifier_loss_draws_t_below_t_max_and_equals_cross_entropy():
+    seen = []
+
+    def stub(x_t, t):  # a "classifier" that records t and is sure of class 1
+        seen.append(t.clone())
+        return torch.tensor([[0.0, 2.0]]).expand(len(t), 2)
+
+    x0, labels = torch.zeros(64, 1, 4, 4), torch.ones(64, dtype=torch.int64)
+    g = torch.Generator().manual_seed(0)
+    loss = classifier_loss(stub, x0, labels, SCHEDULE, g, t_max=50)
+    assert seen[0].max() < 50 and seen[0].min() >= 0 and seen[0].unique().numel() > 20
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-2.0)), rel=1e-6)
+    classifier_loss(stub, x0, labels, SCHEDULE, g)
+    assert seen[1].max() >= 500  # default: every step of the schedule
+
+
 def test_classifier_files_round_trip_and_check_the_schedule(tmp_path):
     torch.manual_seed(0)
     net = NoisyClassifier(TINY_CLF).eval()

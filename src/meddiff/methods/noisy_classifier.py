@@ -100,16 +100,17 @@ class NoisyClassifier(nn.Module):
 
 def classifier_loss(classifier: nn.Module, x0: torch.Tensor, labels: torch.Tensor,
                     schedule: NoiseSchedule, generator: torch.Generator | None = None,
-                    noise: NoiseFn = gaussian) -> torch.Tensor:
+                    noise: NoiseFn = gaussian, t_max: int | None = None) -> torch.Tensor:
     """Cross-entropy of the classifier on noisy images (Wolleb et al. 2022, sec. 2; Dhariwal &
-    Nichol 2021, sec. 4): ``t ~ U{0..T-1}``, ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``
-    (Ho et al. 2020, eq. 4), loss ``CE(f(x_t, t), y)``.
+    Nichol 2021, sec. 4): ``t ~ U{0..t_max-1}`` (default all ``T`` steps),
+    ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` (Ho et al. 2020, eq. 4), loss
+    ``CE(f(x_t, t), y)``.
 
     x0: (B, 1, S, S) clean images in model space [-1, 1]; labels: (B,) int64.
     """
     dev = generator.device if generator is not None else x0.device
-    t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator,
-                      device=dev).to(x0.device)
+    high = schedule.num_steps if t_max is None else max(1, min(int(t_max), schedule.num_steps))
+    t = torch.randint(0, high, (x0.shape[0],), generator=generator, device=dev).to(x0.device)
     x_t = schedule.q_sample(x0, t, noise(x0, generator))
     return F.cross_entropy(classifier(x_t, t), labels.to(x0.device))
 
