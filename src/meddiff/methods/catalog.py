@@ -84,11 +84,11 @@ SYSTEMS: tuple[System, ...] = (
     _s("T1", "translation", "Lyu & Wang 2022, CT <-> MRI", "2209.12104"),
     _s("T2", "translation", "Ozbey & Cukur 2022, SynDiff", "2207.08208"),
     _s("T3", "translation", "Wolleb 2022, Swiss Army Knife", "2204.02641"),
-    _s("D1", "detection", "Sanchez & Tsaftaris 2022, Diff-SCM", "MICCAI 2022 DGM", 4, "in progress"),
-    _s("D2", "detection", "Pinaya 2022, fast latent anomaly detection", "2206.03461", 4, "in progress"),
-    _s("D3", "detection", "Wyatt 2022, AnoDDPM (simplex noise)", "CVPR 2022 workshops", 4, "in progress"),
-    _s("D4", "detection", "Wolleb 2022, classifier-guided anomaly detection", "MICCAI 2022", 4, "in progress"),
+    _s("D1", "detection", "Sanchez & Tsaftaris 2022, Diff-SCM", "MICCAI 2022 DGM", 4, "works"),
+    _s("D2", "detection", "Pinaya 2022, fast latent anomaly detection", "2206.03461", 4, "works"),
+    _s("D3", "detection", "Wyatt 2022, AnoDDPM (simplex noise)", "CVPR 2022 workshops", 4, "works"),
+    _s("D4", "detection", "Wolleb 2022, classifier-guided anomaly detection", "MICCAI 2022", 4, "works"),
     _s("G1", "segmentation", "Kim & Ye 2022, DARL vessel segmentation", "2209.14566"),
-    _s("G2", "segmentation", "Wolleb 2022, implicit segmentation ensembles", "MIDL 2022", 4, "in progress"),
+    _s("G2", "segmentation", "Wolleb 2022, implicit segmentation ensembles", "MIDL 2022", 4, "works"),
 )
 
