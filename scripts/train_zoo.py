@@ -147,6 +147,10 @@ def write_card(name: str, cfg: RunConfig, card: dict, fd: dict[str, float], n: i
     rows = "\n".join(f"| {k} | {v} |" for k, v in fd.items())
     wall = f"{tr['wall_time_s'] / 60:.1f} min"
     what, summary, intensity, users = KINDS[cfg.data.dataset]
+    bench = "bench/reconstruction.py"
+    if cfg.model.noise == "simplex":  # AnoDDPM's healthy model: its one use is D3
+        users, bench = "D3 AnoDDPM anomaly detection (`meddiff detect --method anoddpm`)", \
+            "bench/detection.py"
     encoder_note = "" if cfg.data.dataset != "head_ct_slices" else (
         "\nThe encoder was trained on MR magnitude images; on CT it is a generic feature extractor, "
         "so read the values against the reference rows (real / blurred / noisy), not as absolute "
@@ -155,11 +159,12 @@ def write_card(name: str, cfg: RunConfig, card: dict, fd: dict[str, float], n: i
 
 Unconditional 2D diffusion prior (DDPM, {cfg.model.schedule} schedule, {cfg.model.num_steps} steps,
 {cfg.model.parametrization}-prediction, {cfg.model.noise} noise) of {what} at {cfg.model.image_size}x{cfg.model.image_size}.
-Used by: {users}. Reconstruction results with it: `bench/reconstruction.py` (README).
+Used by: {users}. Results with it: `{bench}` (README).
 
 - **Network**: MONAI DiffusionModelUNet, channels {list(cfg.model.net.channels)}, attention at the
   coarsest level, {card['parameters']} parameters.
-- **Data**: {summary}. Held out: the validation and test slabs (guard-banded).
+- **Data**: {summary}; contrasts used: {', '.join(cfg.data.contrasts)}. Held out: the
+  validation and test slabs (guard-banded).
 - **Training**: {tr['steps']} steps, batch {tr['batch_size']}, AdamW lr {tr['lr']}, EMA {tr['ema_decay']},
   bf16 autocast {tr['bf16']}; wall time {wall} on {tr['machine']}; final loss {tr['final_loss']}.
 - **Reproduce**: `.venv/bin/python scripts/train_zoo.py {name}` (config `configs/{name}.yaml`).
