@@ -38,10 +38,9 @@ BENCH_TISSUE = Tissue(pd=0.86, t1=1500.0, t2=230.0)
 LESIONS_BENCH = LesionConfig(count=(1, 2), radius_mm=(6.0, 12.0), elongation=(1.0, 1.8),
                              irregularity=0.3, tissue=BENCH_TISSUE)
 #: Classifier training lesions: the default (training) lesion tissue, rounder and smaller than
-#: the benchmark's (radius 4-9 mm), with the centre white-matter threshold lowered from 0.9 to
-#: 0.6 (at 64 px partial volume leaves WM >= 0.9 within few sections). ``LESIONS_TRAIN``'s
-#: 2.5-5 mm lesions cover 1-11 pixels at 64 px: a classifier trained on them stayed at chance
-#: (loss ln 2 after 1500 steps).
+#: the benchmark's (radius 4-9 mm), centred where white matter >= 0.6 (at 64 px, partial volume
+#: leaves few pixels at the default 0.9). ``LESIONS_TRAIN``'s 2.5-5 mm lesions cover 1-11
+#: pixels at 64 px: a classifier trained on them stayed at chance (loss ln 2 after 1500 steps).
 LESIONS_CLASSIFIER = replace(LESIONS_TRAIN, count=(1, 2), radius_mm=(4.0, 9.0),
                              elongation=(1.0, 1.4), irregularity=0.2, csf_distance_mm=(0.0, 20.0),
                              wm_threshold=0.6)

@@ -3,7 +3,8 @@
 Wolleb et al. 2022, "Diffusion Models for Medical Anomaly Detection", MICCAI (arXiv 2203.04306),
 sec. 2: the encoder half of the diffusion UNet with the timestep embedding, trained with
 cross-entropy on noisy images ``x_t ~ q(x_t | x_0)`` at ``t`` uniform over the training steps
-of the diffusion model it will guide (Dhariwal & Nichol 2021, arXiv 2105.05233, sec. 4). The
+of the diffusion model it will guide (Dhariwal & Nichol 2021, arXiv 2105.05233, sec. 4); we
+allow an upper bound on ``t`` (``scripts/train_classifier.py`` uses t < 500, Wolleb's level). The
 network is the timestep embedding and down blocks of MONAI's ``DiffusionModelEncoder`` with a
 global mean + max pooling head (guided diffusion's classifier pools globally too; MONAI's own
 flatten-and-MLP head ties every position to its own weights and stayed at chance on small
@@ -44,10 +45,10 @@ DEFAULT_CLASSIFIER = "lesion-classifier-64"
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Architecture of the noise-aware classifier (a MONAI ``DiffusionModelEncoder``).
+    """Architecture of the noise-aware classifier (MONAI ``DiffusionModelEncoder`` blocks).
 
-    Every level halves the image (also the last one), so the head sees
-    ``(image_size / 2 ** len(channels))^2 * channels[-1]`` features.
+    Every level halves the image (also the last one), so ``image_size`` must be divisible by
+    ``2 ** len(channels)``; the head pools the last ``channels[-1]`` feature maps globally.
     """
 
     image_size: int = 64
