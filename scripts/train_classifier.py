@@ -179,7 +179,7 @@ def main() -> None:
             "reproduce": f".venv/bin/python scripts/train_classifier.py --name {a.name} "
                          f"--prior {a.prior} --lesions {a.lesions} --steps {a.steps} "
                          f"--max-t {a.max_t} --t-start {a.t_start} "
-                         f"--batch {a.batch} --seed {a.seed}"}
+                         f"--batch {a.batch} --seed {a.seed}" + (" --bf16" if a.bf16 else "")}
     json_path = save_classifier(Path(a.out_dir) / a.name, net, schedule, card)
     card_dir = Path(a.card_dir) if a.card_dir else (
         ROOT / "src/meddiff/zoo/cards" if Path(a.out_dir) == CLASSIFIER_DIR else Path(a.out_dir))
