@@ -33,8 +33,8 @@ BENCH_CONTRASTS = ("T2w", "FLAIR")
 #: Long-T2 lesion tissue (vasogenic oedema / tumour-like): brighter on T2w than the training
 #: lesion tissue (``DEFAULT_TISSUES['lesion']``), the brightest compartment on FLAIR.
 BENCH_TISSUE = Tissue(pd=0.86, t1=1500.0, t2=230.0)
-#: Benchmark lesions: larger on average, more elongated and irregular than any training preset, anywhere in
-#: deep white matter, of :data:`BENCH_TISSUE`.
+#: Benchmark lesions: larger on average, more elongated and irregular than any training
+#: preset, anywhere in deep white matter, of :data:`BENCH_TISSUE`.
 LESIONS_BENCH = LesionConfig(count=(1, 2), radius_mm=(6.0, 12.0), elongation=(1.0, 1.8),
                              irregularity=0.3, tissue=BENCH_TISSUE)
 #: Classifier training lesions: the default (training) lesion tissue, rounder and smaller than
