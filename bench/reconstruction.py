@@ -31,13 +31,13 @@ slice. Method options are fixed defaults, not tuned per setting.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import torch
 
+from common import write_results
 from meddiff import api
 from meddiff.data.datasets import BrainSlices
 from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
@@ -380,9 +380,8 @@ def main() -> None:
            "seconds": round(time.perf_counter() - start, 1)}
     out_json = ROOT / "bench" / "results" / ("reconstruction_quick.json" if a.quick
                                              else "reconstruction.json")
-    atomic_write(out_json, lambda fh: fh.write((json.dumps(doc, indent=2) + "\n").encode()))
     atomic_write(out_json.with_suffix(".md"), lambda fh: fh.write(markdown(doc).encode()))
-    print(f"wrote {out_json} and figures in {figures} ({doc['seconds']} s)")
+    write_results(out_json, doc, figures)
 
 
 if __name__ == "__main__":

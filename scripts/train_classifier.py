@@ -7,13 +7,14 @@ The classifier (:mod:`meddiff.methods.noisy_classifier`, MONAI DiffusionModelEnc
 with a timestep embedding and a global pooling head) learns ``p(lesion | x_t, t)`` on noisy
 images ``x_t ~ q(x_t | x_0)`` with ``t`` from the schedule of the diffusion prior it will
 guide (``--prior``, default the bundled ``brain-prior-64``: its schedule, noise and image size
-are used and stored), restricted to ``t < --max-t`` (default 500, Wolleb's noise level L) with a
-curriculum: the range grows from ``--t-start`` (50) over the first half of training. Uniform
+are used and stored), restricted to ``t < --max-t`` (default 500, Wolleb's noise level L) with
+a curriculum: the range grows from ``--t-start`` (50) over the first half of training. Uniform
 ``t`` over all 1000 steps left the classifier at chance after 1500 and 4000 steps: at most
-steps the lesions are buried in noise and the loss gives no gradient towards them. Data (:class:`meddiff.data.lesion_bench.ClassifierData`): training slabs
-only, augmented, lesion images with the classifier lesion preset (default
-``LESIONS_CLASSIFIER``: round, 4-9 mm, in white matter, training tissue; never the benchmark's
-lesions), each paired with its healthy twin (the same image without the lesion).
+steps the lesions are buried in noise and the loss gives no gradient towards them. Data
+(:class:`meddiff.data.lesion_bench.ClassifierData`): training slabs only, augmented, lesion
+images with the classifier lesion preset (default ``LESIONS_CLASSIFIER``: round, 4-9 mm, in
+white matter, training tissue; never the benchmark's lesions), each paired with its healthy
+twin (the same image without the lesion).
 Validation: balanced accuracy and AUROC at several ``t`` on the benchmark's
 *validation* split (its large, shifted lesions) against the same healthy sections.
 
@@ -57,7 +58,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--prior", default=api.DEFAULT_MODEL, help="the diffusion model to guide")
     p.add_argument("--lesions", default="classifier", choices=tuple(PRESETS))
     p.add_argument("--contrasts", nargs="+", default=["T2w", "FLAIR"])
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-t", type=int, default=500,
@@ -131,14 +132,15 @@ Noise-aware healthy-vs-lesion classifier (Wolleb et al. 2022, MICCAI, arXiv 2203
 guides the D4 (Wolleb) and D1 (Diff-SCM) anomaly detectors of `meddiff detect`.
 
 - **Network**: MONAI DiffusionModelEncoder blocks (timestep-conditioned) + global mean/max
-  pooling head, channels
-  {card['architecture']['channels']}, {card['parameters']} parameters; input `x_t` in model space
-  [-1, 1] at {card['architecture']['image_size']} px, output logits (0 healthy, 1 lesion).
+  pooling head, channels {card['architecture']['channels']}, {card['parameters']} parameters;
+  input `x_t` in model space [-1, 1] at {card['architecture']['image_size']} px, output logits
+  (0 healthy, 1 lesion).
 - **Guides**: `{card['prior']}` (schedule {card['schedule']}); trained on `x_t ~ q(x_t | x_0)`
   with `t` < {card['max_t']} (curriculum from {card['t_start']}) and its `{card['noise']}` noise.
 - **Data**: simulated brain MRI ({', '.join(card['contrasts'])}), training slabs only, augmented;
   lesion preset `{card['lesions']}` ({card['lesion_config']}), each paired with its healthy
-  twin (the same image without the lesion). The benchmark lesions (`LESIONS_BENCH`) are never used for training.
+  twin (the same image without the lesion). The benchmark lesions (`LESIONS_BENCH`) are never
+  used for training.
 - **Training**: {tr['steps']} steps, batch {tr['batch_size']}, AdamW lr {tr['lr']} (one-cycle),
   final loss {tr['final_loss']}, wall time {tr['wall_time_s'] / 60:.1f} min on {tr['machine']}.
 - **Reproduce**: `{card['reproduce']}`
