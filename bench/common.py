@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from meddiff.eval.figures import atomic_write
-from meddiff.train.distributed import resolve_device
+from meddiff.device import resolve_device
 
 
 def run_header(command: str, device: str) -> dict:

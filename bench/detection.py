@@ -61,7 +61,7 @@ from meddiff.eval.metrics import auprc, auroc, best_dice, dice
 from meddiff.methods import anomaly as an
 from meddiff.methods import latent as lt
 from meddiff.tasks import detection as dt
-from meddiff.train.distributed import resolve_device
+from meddiff.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRASTS = ("FLAIR", "T2w")

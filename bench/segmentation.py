@@ -46,7 +46,7 @@ from meddiff.errors import MeddiffError
 from meddiff.eval.figures import atomic_write
 from meddiff.eval.metrics import dice
 from meddiff.methods import segmentation as sg
-from meddiff.train.distributed import resolve_device
+from meddiff.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 

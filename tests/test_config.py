@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from meddiff.errors import ConfigError
-from meddiff.train.config import TrainConfig, from_dict, load_yaml, to_dict
+from meddiff.config import from_dict, load_yaml, to_dict
+from meddiff.train.config import TrainConfig
 
 
 @dataclass

@@ -24,7 +24,7 @@ from meddiff.data.intensity import (denormalize, from_model, image_space, normal
                                     to_model)
 from meddiff.data.io import Image, load_image, to_2d_slices
 from meddiff.errors import ConfigError, InputError
-from meddiff.train.distributed import resolve_device
+from meddiff.device import resolve_device
 from meddiff.zoo.store import LoadedModel, bundled_models
 from meddiff.zoo.store import load_model as _load
 

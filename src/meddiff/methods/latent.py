@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from monai.networks.nets import AutoencoderKL
 from torch import nn
 
 from meddiff.core.model import Denoiser
@@ -41,8 +40,9 @@ from meddiff.core.samplers import partial_diffusion
 from meddiff.data.intensity import from_model, to_model
 from meddiff.errors import ConfigError, InputError
 from meddiff.methods.anomaly import AnomalyResult, gaussian_smooth
+from meddiff.nets.autoencoder import AEConfig, build_autoencoder
 from meddiff.nets.unet import UNetConfig
-from meddiff.train.distributed import resolve_device
+from meddiff.device import resolve_device
 from meddiff.zoo.store import DiffusionSpec, load_model, load_weights, save_model, save_weights
 
 LATENT_DIR = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "latent"
@@ -55,35 +55,6 @@ Reference = Literal["input", "reconstruction"]
 
 
 # ---------------------------------------------------------------------------- autoencoder
-@dataclass(frozen=True)
-class AEConfig:
-    """Architecture of the KL autoencoder: one level per entry of ``channels``, halving the
-    image between levels, so the latent is (latent_channels, H / f, W / f), f = 2^(levels-1).
-    Default: 64 x 64 x 1 -> 16 x 16 x 3, 0.45 M parameters, no attention."""
-
-    channels: tuple[int, ...] = (32, 64, 64)
-    latent_channels: int = 3
-    num_res_blocks: int = 1
-    norm_num_groups: int = 16
-
-    @property
-    def factor(self) -> int:
-        return 2 ** (len(self.channels) - 1)
-
-
-def build_autoencoder(cfg: AEConfig = AEConfig()) -> AutoencoderKL:
-    """A randomly initialised MONAI ``AutoencoderKL`` for (B, 1, H, W) images (H, W divisible
-    by ``cfg.factor``)."""
-    bad = [c for c in cfg.channels if c % cfg.norm_num_groups]
-    if bad:
-        raise ConfigError(f"norm_num_groups={cfg.norm_num_groups} does not divide channels {bad}")
-    return AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1,
-                         channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks,
-                         attention_levels=(False,) * len(cfg.channels),
-                         latent_channels=cfg.latent_channels, norm_num_groups=cfg.norm_num_groups,
-                         with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
-
-
 def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, sigma^2) || N(0, I))`` summed over the latent elements, averaged over the
     batch (Kingma & Welling 2014, app. B: ``-1/2 sum(1 + log sigma^2 - mu^2 - sigma^2)``).

@@ -41,8 +41,10 @@ from meddiff.core.samplers import generate, get_sampler
 from meddiff.data.intensity import from_model, to_model
 from meddiff.data.lesion_bench import LESIONS_BENCH
 from meddiff.errors import ConfigError, InputError
+from meddiff.nets.basic_unet import FEATURES as UNET_FEATURES
+from meddiff.nets.basic_unet import build_seg_unet
 from meddiff.nets.unet import preset
-from meddiff.train.distributed import resolve_device
+from meddiff.device import resolve_device
 from meddiff.zoo.store import DiffusionSpec, LoadedModel, load_model, load_weights, save_weights
 
 SEG_DIR = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "segmentation"
@@ -55,7 +57,6 @@ SEG_CONTRASTS = ("T2w", "FLAIR")
 #: slabs, with 0-2 lesions so that empty slices teach the model to say "none". Segmentation is
 #: supervised, so training and test lesions may share a family; the anatomy is held out.
 SEG_LESIONS = replace(LESIONS_BENCH, count=(0, 2))
-UNET_FEATURES = (16, 32, 64, 128, 128, 16)
 DEFAULT_SAMPLES = 8
 DEFAULT_SAMPLER = "ddpm"
 DEFAULT_STEPS = 50
@@ -181,11 +182,6 @@ def load_seg_ddpm(path: str | Path | None = None,
 
 
 # ------------------------------------------------------------------------ supervised UNet
-def build_seg_unet(features: tuple[int, ...] = UNET_FEATURES) -> BasicUNet:
-    """MONAI ``BasicUNet``: image (B, 1, H, W) -> mask logits (B, 1, H, W), H, W divisible by 16."""
-    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=features)
-
-
 def unet_loss() -> nn.Module:
     """Dice + binary cross-entropy on logits (MONAI ``DiceCELoss(sigmoid=True)``), the usual
     supervised segmentation loss (Isensee et al. 2021, nnU-Net)."""

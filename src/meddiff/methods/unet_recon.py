@@ -19,29 +19,14 @@ import json
 from pathlib import Path
 
 import torch
-from monai.networks.nets import BasicUNet
-from torch import nn
 
 from meddiff.errors import InputError
+from meddiff.nets.basic_unet import FEATURES, ResidualUNet
 from meddiff.physics.mri import channels_to_complex, complex_to_channels
 from meddiff.zoo.store import load_weights, save_weights
 
 SUPERVISED_DIR = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "supervised"
-FEATURES = (16, 32, 64, 128, 128, 16)
 CHANNELS = {"mri": 2, "ct": 1}
-
-
-class ResidualUNet(nn.Module):
-    """``d -> d + BasicUNet(d)`` on (B, C, H, W), C = 2 (MRI real / imaginary) or 1 (CT);
-    H and W divisible by 16."""
-
-    def __init__(self, channels: int, features: tuple[int, ...] = FEATURES):
-        super().__init__()
-        self.net = BasicUNet(spatial_dims=2, in_channels=channels, out_channels=channels,
-                             features=features)
-
-    def forward(self, d: torch.Tensor) -> torch.Tensor:
-        return d + self.net(d)
 
 
 def to_input(direct: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,8 @@ from meddiff.data.intensity import model_space
 from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
 from meddiff.data.mri_signal import CONTRASTS
 from meddiff.errors import ConfigError
-from meddiff.train.config import TrainConfig, load_yaml, to_dict
+from meddiff.config import load_yaml, to_dict
+from meddiff.train.config import TrainConfig
 from meddiff.train.trainer import Trainer
 from meddiff.zoo.store import SPEC_NAME, DiffusionSpec, build_denoiser, write_spec
 

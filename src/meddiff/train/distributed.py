@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from meddiff.device import resolve_device
 from meddiff.errors import ConfigError
 
 # Tags that separate the random streams derived from one user seed.
@@ -60,17 +61,6 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``'auto'`` -> CUDA (``cuda:<local_rank>``) if available else CPU; ``'cuda'`` must exist."""
-    if choice not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {choice!r}")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but CUDA is not available")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def setup(device: str = "auto") -> DistContext:

@@ -42,7 +42,8 @@ from tqdm import tqdm
 from meddiff.errors import InputError, MeddiffError
 from meddiff.train import distributed as dist_utils
 from meddiff.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from meddiff.train.config import TrainConfig, to_dict
+from meddiff.config import to_dict
+from meddiff.train.config import TrainConfig
 from meddiff.train.distributed import STREAM_GLOBAL, STREAM_LOSS, STREAM_WORKERS, derive_seed
 from meddiff.train.ema import EMA
 from meddiff.train.logs import RunLogger, require_logger

@@ -21,7 +21,7 @@ from meddiff.core.model import Denoiser
 from meddiff.core.schedule import NoiseSchedule
 from meddiff.errors import ConfigError, InputError
 from meddiff.nets.unet import UNetConfig, build_unet
-from meddiff.train.config import from_dict, to_dict
+from meddiff.config import from_dict, to_dict
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SPEC_NAME = "model.json"  # the spec a training run writes into its out_dir
