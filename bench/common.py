@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from meddiff.eval.figures import atomic_write
+from meddiff.data.writers import atomic_write
 from meddiff.device import resolve_device
 
 

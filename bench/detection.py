@@ -56,12 +56,13 @@ from matplotlib.figure import Figure
 from common import run_header, write_results
 from meddiff.data.lesion_bench import LesionBench, lesion_bench
 from meddiff.errors import MeddiffError
-from meddiff.eval.figures import atomic_write
+from meddiff.data.writers import atomic_write
 from meddiff.eval.metrics import auprc, auroc, best_dice, dice
-from meddiff.methods import anomaly as an
-from meddiff.methods import latent as lt
+from meddiff.data.intensity import to_model
+from meddiff.methods.detection import anoddpm as d3
+from meddiff.methods.detection import counterfactual as cf
+from meddiff.methods.detection import latent as lt
 from meddiff.tasks import detection as dt
-from meddiff.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRASTS = ("FLAIR", "T2w")
@@ -99,7 +100,8 @@ def load_sets(a) -> dict[str, dict[str, LesionBench]]:
 
 # ------------------------------------------------------------------------------ methods
 def detector(name: str, method: str, opts: dt.DetectOptions, setting: str) -> Method:
-    """A :data:`meddiff.tasks.detection.DETECTORS` method (loads its models now)."""
+    """A registered detection method run by :mod:`meddiff.tasks.detection` (loads its models
+    now)."""
     runner = dt.prepare(method, opts)
 
     def run(x: torch.Tensor):
@@ -111,18 +113,16 @@ def detector(name: str, method: str, opts: dt.DetectOptions, setting: str) -> Me
 
 def ae_baseline(a) -> Method:
     """The autoencoder-residual baseline ``|x - D(E(x))|`` of the D2 autoencoder."""
-    path, _ = dt.latent_paths(a.latent_model)
-    codec, _ = lt.load_autoencoder(path)
-    dev = resolve_device(a.device)
-    codec.ae.to(dev)
+    det, names = dt.load_latent(a.latent_model, a.device)
+    codec, dev = det.codec, det.denoiser.device
 
-    def run(x: torch.Tensor):
+    def run(x: torch.Tensor):  # model space in; image-space differences (half) out
         start = time.perf_counter()
-        maps = torch.cat([lt.ae_residual(codec, x[i:i + a.batch].to(dev)).cpu()
+        maps = torch.cat([0.5 * lt.ae_residual(codec, to_model(x[i:i + a.batch]).to(dev)).cpu()
                           for i in range(0, len(x), a.batch)])
         return maps, 0, time.perf_counter() - start
 
-    return Method("ae-residual", f"{path.stem if path else lt.AE_NAME}; |x - D(E(x))|, "
+    return Method("ae-residual", f"{names[0]}; |x - D(E(x))|, "
                   "no smoothing", run)
 
 
@@ -138,7 +138,7 @@ def build(key: str, a) -> Method:
             model=a.prior_model, t=a.t, steps=a.anoddpm_steps, **o),
             f"Gaussian noise, t {a.t:g}, {a.anoddpm_steps} DDPM steps")
     if key in ("wolleb", "diff-scm"):
-        d = an.WOLLEB if key == "wolleb" else an.DIFF_SCM
+        d = cf.WOLLEB if key == "wolleb" else cf.DIFF_SCM
         level = "T - 1" if d.level is None else f"{d.level:g}"
         return detector(key, key, dt.DetectOptions(
             model=a.prior_model, classifier=a.classifier, steps=a.cf_steps, **o),
@@ -273,7 +273,7 @@ def parse_args() -> argparse.Namespace:
                    help="noise-aware classifier NAME.json (default: bundled lesion-classifier-64)")
     p.add_argument("--latent-model", default=None, help="D2 weights folder or latent DDPM "
                    "NAME.json with latent-ae-64.safetensors beside it (default: bundled)")
-    p.add_argument("--t", type=float, default=an.ANODDPM_T, help="AnoDDPM noise time (250)")
+    p.add_argument("--t", type=float, default=d3.ANODDPM_T, help="AnoDDPM noise time (250)")
     p.add_argument("--anoddpm-steps", type=int, default=50, help="AnoDDPM reverse steps (50)")
     p.add_argument("--cf-steps", type=int, default=50, help="D1 / D4 DDIM steps (50)")
     p.add_argument("--latent-steps", type=int, default=None,

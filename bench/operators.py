@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from meddiff.eval.figures import atomic_write
+from meddiff.data.writers import atomic_write
 from meddiff.physics import MultiCoilMRI, SingleCoilMRI, SparseViewCT, birdcage_maps, random_mask_1d
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,8 +42,11 @@ from meddiff import api
 from meddiff.data.datasets import BrainSlices
 from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
 from meddiff.data.mri_signal import CONTRASTS, Sequence, render_contrast
-from meddiff.eval.figures import atomic_write, save_curve, save_panel
+from meddiff.data.writers import atomic_write
+from meddiff.eval.figures import save_curve, save_panel
 from meddiff.physics.mri import channels_to_complex
+from meddiff.methods.reconstruction.baselines import CS_ITERS
+from meddiff.physics.acquisition import FULL_VIEWS, simulate_ct, simulate_mri
 from meddiff.tasks import reconstruction as rt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,14 +110,14 @@ def label(s: dict) -> str:
         coils = "single-coil" if s["coils"] == 1 else f"{s['coils']} coils"
         return f"MRI {s['acceleration']}x {s['mask']} {coils}" + (
             ", image with phase" if s.get("phase") else "")
-    views = f"{s['views'] or rt.FULL_VIEWS} views"
+    views = f"{s['views'] or FULL_VIEWS} views"
     return f"CT {views}" + (f", dose {s['dose']}" if s["dose"] else "")
 
 
 def simulate(s: dict, images: torch.Tensor, seed: int):
     if s["modality"] == "mri":
-        return rt.simulate_mri(images, s["mask"], s["acceleration"], s["coils"], seed=seed)
-    return rt.simulate_ct(images, s["views"], s["dose"], seed=seed)
+        return simulate_mri(images, s["mask"], s["acceleration"], s["coils"], seed=seed)
+    return simulate_ct(images, s["views"], s["dose"], seed=seed)
 
 
 def evaluate(model, s: dict, images: torch.Tensor, method: str, seed: int, batch: int,
@@ -167,7 +170,7 @@ class Table:
     def baselines(self, lam: float) -> str:
         base = "fbp" if self.s["modality"] == "ct" else "zero-filled"
         self.add(base, base)
-        self.add("CS-TV", "cs", f"lambda {lam} x ||A||^2 (tuned on val), {rt.CS_ITERS} PDHG "
+        self.add("CS-TV", "cs", f"lambda {lam} x ||A||^2 (tuned on val), {CS_ITERS} PDHG "
                  "iterations", cs_lam=lam)
         self.add("UNet (supervised)", "unet", "residual BasicUNet on the direct reconstruction")
         return base

@@ -6,7 +6,7 @@
 
 Protocol. Test set: the ``--contrast`` (FLAIR) items of the fixed lesion benchmark's *test*
 split (:func:`meddiff.data.lesion_bench.lesion_bench`: held-out slabs, 1-2 lesions of
-:data:`meddiff.methods.segmentation.SEG_LESIONS`' family per image; the same images as
+:data:`meddiff.train.data.SEG_LESIONS`' family per image; the same images as
 ``bench/detection.py``), ``--n-images`` of them by a fixed seed (default all 56). Images
 (N, 1, 64, 64) in [0, 1]; masks (N, 1, 64, 64) in {0, 1}. Nothing is tuned: both methods
 threshold at 0.5.
@@ -20,7 +20,7 @@ threshold at 0.5.
 Metrics: Dice per image (an empty prediction on an image with a lesion scores 0), mean +- std
 over images, and pooled over all pixels; for G2 the Pearson correlation between the variance
 map and the error ``|1[mean >= 0.5] - truth|`` over all pixels and over the brain pixels
-(:func:`meddiff.methods.segmentation.uncertainty_error_correlation`), and the mean variance of
+(:func:`meddiff.methods.segmentation.ensembles.uncertainty_error_correlation`), and the mean variance of
 the wrong vs the correct brain pixels; wall seconds per image (all samples for G2).
 Budget: < 15 min on 2 CPU cores. Estimate: the 64 px UNet costs ~0.016 s per image and
 evaluation at batch 16 with 2 threads (bench/results/sampler_overhead.json), so 56 images x 8
@@ -43,9 +43,12 @@ from common import run_header, write_results
 from meddiff.data.lesion_bench import LesionBench, lesion_bench
 from meddiff.data.mri_signal import CONTRASTS
 from meddiff.errors import MeddiffError
-from meddiff.eval.figures import atomic_write
+from meddiff.data.writers import atomic_write
 from meddiff.eval.metrics import dice
-from meddiff.methods import segmentation as sg
+from meddiff.data.intensity import to_model
+from meddiff.methods.segmentation import ensembles as sg
+from meddiff.methods.segmentation.unet import unet as unet_segment
+from meddiff.tasks import segmentation as st
 from meddiff.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +98,9 @@ def uncertainty(var: torch.Tensor, mean: torch.Tensor, gt: torch.Tensor,
 # ------------------------------------------------------------------------------ methods
 def run_ensemble(a, test: LesionBench) -> tuple[dict, sg.Segmentation]:
     """G2 on the test images; (row, segmentation). MeddiffError when weights are missing."""
-    model = sg.load_seg_ddpm(a.ddpm_model, device=a.device)
-    seg = sg.segment(model.denoiser, test.images, a.samples, a.sampler, a.steps, a.seed, a.batch)
+    model = st.load_mask_ddpm(a.ddpm_model, device=a.device)
+    seg = st.segment_images(model.denoiser, test.images, a.samples, a.sampler, a.steps, a.seed,
+                            a.batch)
     gt = test.lesions
     row = {"method": f"G2 ensemble (N={a.samples})", "model": model.name,
            "setting": f"{a.samples} samples, {a.steps} {a.sampler} steps, mean >= 0.5",
@@ -110,13 +114,13 @@ def run_ensemble(a, test: LesionBench) -> tuple[dict, sg.Segmentation]:
 
 def run_unet(a, test: LesionBench) -> tuple[dict, torch.Tensor]:
     """The supervised UNet on the test images; (row, probabilities (N, 1, S, S))."""
-    net, _ = sg.load_seg_unet(a.unet_model)
+    net = st.load_seg_unet(a.unet_model)
     net.to(resolve_device(a.device))
     start = time.perf_counter()
-    prob = torch.cat([sg.unet_segment(net, test.images[i:i + a.batch])
+    prob = torch.cat([unet_segment(net, to_model(test.images[i:i + a.batch])).mean
                       for i in range(0, len(test), a.batch)])
     seconds = time.perf_counter() - start
-    name = Path(a.unet_model).stem if a.unet_model else sg.UNET_NAME
+    name = Path(a.unet_model).stem if a.unet_model else "seg-unet-64"
     row = {"method": "UNet (supervised)", "model": name, "setting": "sigmoid >= 0.5",
            **dice_stats(prob >= 0.5, test.lesions), "nfe_per_image": 1,
            "seconds_per_image": round(seconds / len(test), 4)}
@@ -173,9 +177,9 @@ def parse_args() -> argparse.Namespace:
                    help="fixed-seed subset of the test images (default: all)")
     p.add_argument("--contrast", default="FLAIR", choices=CONTRASTS)
     p.add_argument("--ddpm-model", default=None,
-                   help=f"mask DDPM NAME.json (default: bundled {sg.DDPM_NAME})")
+                   help="mask DDPM NAME.json (default: bundled seg-ddpm-64)")
     p.add_argument("--unet-model", default=None,
-                   help=f"UNet NAME.safetensors (default: bundled {sg.UNET_NAME})")
+                   help="UNet NAME.json (default: bundled seg-unet-64)")
     p.add_argument("--samples", type=int, default=sg.DEFAULT_SAMPLES)
     p.add_argument("--steps", type=int, default=sg.DEFAULT_STEPS)
     p.add_argument("--sampler", default=sg.DEFAULT_SAMPLER, choices=("ddpm", "ddim"))

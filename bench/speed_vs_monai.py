@@ -25,7 +25,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch.utils.data import DataLoader
 
 from meddiff.core.samplers import generate
-from meddiff.train.build import load_run_config, make_dataset, make_loss
+from meddiff.train.run import load_run_config, make_objective
 from meddiff.train.trainer import Trainer
 from meddiff.zoo.store import build_denoiser
 
@@ -57,7 +57,7 @@ def meddiff_training(net, cfg, data, steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         tcfg = replace(cfg.train, out_dir=tmp, steps=steps, ckpt_every=10 ** 6)
         t0 = time.perf_counter()
-        Trainer(net, make_loss(cfg.model), data, tcfg).fit()
+        Trainer(net, make_objective(cfg).updates(), data, tcfg).fit()
         return steps / (time.perf_counter() - t0)
 
 
@@ -85,7 +85,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=16)
     a = p.parse_args()
     cfg = load_run_config(ROOT / "configs" / "brain-prior-64.yaml")
-    data = make_dataset(cfg)
+    data = make_objective(cfg).dataset()
     torch.manual_seed(0)
     base = build_denoiser(cfg.model)
     size = cfg.model.image_size

@@ -12,8 +12,9 @@ import pytest
 
 from meddiff import api
 from meddiff.cli import main
-from meddiff.data.io import load_image, save_nifti
-from meddiff.methods.catalog import SYSTEMS
+from meddiff.data.readers import load_image
+from meddiff.data.writers import save_nifti
+from meddiff.methods import registry
 from tiny_model import save_tiny
 
 
@@ -87,13 +88,21 @@ def test_unknown_model_and_bad_options_exit_2(tmp_path, capsys):
     assert code == 2 and "train.lr: expected float" in err
 
 
-def test_methods_table_lists_the_27_systems_honestly(capsys):
+def test_methods_table_lists_the_27_systems_and_every_registered_method(capsys):
     code, out, _ = _run(capsys, "methods", "--json")
-    rows = json.loads(out)
+    table = json.loads(out)
+    rows = table["systems"]
     assert code == 0 and len(rows) == 27 == len({r["id"] for r in rows})
     assert {r["id"][0] for r in rows} == set("SRCPTDG")
-    assert all(r["status"].startswith(("works", "in progress", "planned")) for r in rows)
-    assert [s.id for s in SYSTEMS] == [r["id"] for r in rows]
+    assert [s.id for s in registry.SYSTEMS] == [r["id"] for r in rows]
+    for r in rows:  # works iff a registered method carries the ID
+        assert (r["status"] == "works") == bool(r["methods"]), r
+        assert r["status"] == "works" or r["status"].startswith("planned")
+    listed = {(m["family"], m["method"]) for m in table["methods"]}
+    for family in registry.FAMILIES:
+        assert {(family, name) for name in api.method_choices(family)} <= listed
+    code, text, _ = _run(capsys, "methods")
+    assert code == 0 and "11 of 27 systems work today" in text and "score-mri" in text
 
 
 def test_entry_point_runs_as_a_program(tmp_path):
@@ -106,12 +115,14 @@ def test_entry_point_runs_as_a_program(tmp_path):
 def test_models_lists_every_bundled_network_with_its_parameter_count(capsys):
     from safetensors.torch import load_file
 
-    from meddiff.zoo.store import WEIGHTS_DIR
+    from meddiff.zoo.catalogue import WEIGHTS_DIR
 
     code, out, _ = _run(capsys, "models", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
-    assert code == 0
-    for path in WEIGHTS_DIR.glob("*/*.safetensors"):
+    assert code == 0 and set(rows) == {p.stem for p in WEIGHTS_DIR.glob("*.safetensors")}
+    for path in WEIGHTS_DIR.glob("*.safetensors"):
         n = sum(t.numel() for t in load_file(path).values())
-        assert rows[path.stem]["params"] == f"{n / 1e6:.2f} M"
+        assert rows[path.stem]["parameters"] == f"{n / 1e6:.2f} M"
     assert {"brain-prior-64", "ct-prior-64", "feature_encoder"} <= set(rows)
+    code, text, _ = _run(capsys, "models")
+    assert code == 0 and text.splitlines()[0].split()[:2] == ["name", "kind"]

@@ -1,7 +1,10 @@
-"""Strict config loading: unknown/missing keys, types, YAML errors, round trips."""
+"""Strict config loading: unknown/missing keys, types, YAML errors, round trips; the run
+configs of the bundled networks."""
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
@@ -10,6 +13,11 @@ import yaml
 from meddiff.errors import ConfigError
 from meddiff.config import from_dict, load_yaml, to_dict
 from meddiff.train.config import TrainConfig
+from meddiff.train.run import load_run_config
+from meddiff.zoo.catalogue import bundled, describe
+
+ROOT = Path(__file__).resolve().parents[1]
+UNBUNDLED = {"mri-complex-64"}  # experiments with a config but no bundled weights
 
 
 @dataclass
@@ -122,3 +130,24 @@ def test_yaml_errors_are_one_line_with_position(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown.yaml: unknown key 'batchsize' "
                                           r"\(did you mean 'batch_size'\?\)"):
         load_yaml(unknown, TrainConfig)
+
+
+def test_every_bundled_network_has_a_config():
+    configs = {p.stem for p in (ROOT / "configs").glob("*.yaml")}
+    assert configs - UNBUNDLED == set(bundled())
+
+
+@pytest.mark.parametrize("name", sorted(bundled()))
+def test_config_spec_equals_the_bundled_spec(name):
+    cfg = load_run_config(ROOT / "configs" / f"{name}.yaml")
+    doc = describe(name)
+    assert to_dict(cfg.model) == doc["spec"]
+    assert cfg.card.summary == doc["card"].get("summary", cfg.card.summary)
+    assert cfg.train.out_dir == f"runs/{name}"
+
+
+def test_scripts_hold_no_training_loop():
+    for path in (ROOT / "scripts").glob("*.py"):
+        calls = {node.func.attr for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
+        assert not calls & {"backward", "step", "zero_grad"}, path.name

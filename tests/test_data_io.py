@@ -18,8 +18,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from meddiff.data.io import (Image, KSpace, as_slice, load_image, load_kspace, save_kspace,
-                             save_nifti, save_npy, save_png, to_2d_slices)
+from meddiff.data.kspace_io import KSpace, load_kspace, save_kspace
+from meddiff.data.readers import Image, load_image
+from meddiff.data.slicing import as_slice, to_2d_slices
+from meddiff.data.writers import save_nifti, save_npy, save_png
 from meddiff.errors import InputError
 
 PATIENT = "DOE^JOHN"

@@ -1,9 +1,11 @@
 """Anomaly detection (D1 / D3 / D4): exact-denoiser checks of the maps, the lesion benchmark,
-the noise-aware classifier files and the ``meddiff detect`` CLI."""
+and the ``meddiff detect`` CLI.
+
+The methods work in model space (:mod:`meddiff.methods.detection.interface`); the checks below
+state their numbers in image space through :func:`_image`, the task's conversion."""
 from __future__ import annotations
 
 import json
-import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,18 +17,21 @@ from meddiff.cli import main
 from meddiff.core.model import Denoiser
 from meddiff.core.noise import gaussian, simplex
 from meddiff.core.schedule import NoiseSchedule
-from meddiff.data.io import load_image, save_nifti
+from meddiff.data.readers import load_image
+from meddiff.data.writers import save_nifti
 from meddiff.data.lesion_bench import (HEALTHY, LESION, ClassifierData, healthy_bench,
                                        lesion_bench)
-from meddiff.data.intensity import to_model
-from meddiff.errors import InputError
-from meddiff.methods import anomaly as an
-from meddiff.methods import latent as lt
-from meddiff.methods.noisy_classifier import (ClassifierConfig, NoisyClassifier, classifier_loss,
-                                              load_classifier, save_classifier)
+from meddiff.data.intensity import from_model, to_model
+from meddiff.methods.detection import anoddpm as d3
+from meddiff.methods.detection import counterfactual as cf
+from meddiff.methods.detection import latent as lt
+from meddiff.methods.detection.interface import gaussian_smooth
+from meddiff.nets.autoencoder import AEConfig
+from meddiff.nets.classifier import ClassifierConfig, NoisyClassifier
 from meddiff.nets.unet import preset
 from meddiff.tasks import detection as dt
-from meddiff.zoo.store import build_denoiser
+from meddiff.zoo.kinds import AutoencoderSpec, ClassifierSpec, DiffusionSpec
+from meddiff.zoo.store import build, build_denoiser, save
 from tiny_model import save_tiny
 
 S = 16
@@ -61,12 +66,26 @@ BUMP = torch.zeros(S, S, dtype=torch.bool)
 BUMP[6:9, 6:9] = True
 
 
+def _image(res) -> SimpleNamespace:
+    """A method's model-space result in image space, as the detection task converts it."""
+    return SimpleNamespace(maps=res.maps * 0.5, recon=from_model(res.recon), nfe=res.nfe)
+
+
+def _anoddpm(model, x01, **kw) -> SimpleNamespace:
+    return _image(d3.anoddpm(model, to_model(x01), **kw))
+
+
+def _counterfactual(model, x01, classifier, **kw) -> SimpleNamespace:
+    return _image(cf.counterfactual(model, to_model(x01), classifier, **kw))
+
+
 # ------------------------------------------------------------------------------ D3 AnoDDPM
 def test_anoddpm_keeps_healthy_images_and_flags_a_bump():
     den, x = _iso_denoiser(0.02), _images(0.02)
-    res = an.anoddpm(den, x, t=100, smooth_px=0, generator=torch.Generator().manual_seed(1))
-    assert res.nfe == 101  # every integer time from t down to 0
-    assert torch.equal(res.maps, (x - res.recon).abs())  # the unsmoothed map is |x - x_hat|
+    raw = d3.anoddpm(den, to_model(x), t=100, smooth=0, generator=torch.Generator().manual_seed(1))
+    assert raw.nfe == 101  # every integer time from t down to 0
+    assert torch.equal(raw.maps, (to_model(x) - raw.recon).abs())  # unsmoothed: |x - x_hat|
+    res = _image(raw)
     healthy, sick = res.maps[0, 0], res.maps[1, 0]
     assert healthy.mean() < 0.02 and healthy.max() < 0.07
     # exact prior N(mu, tau^2 I): E[x_hat] = mu + (1 - k)(x - mu), k = s^2 / (s^2 + a^2 tau^2)
@@ -77,8 +96,8 @@ def test_anoddpm_keeps_healthy_images_and_flags_a_bump():
 def test_anoddpm_mean_reconstruction_is_the_exact_posterior_mean():
     tau, t = 0.3, 100.0
     den, x = _iso_denoiser(tau), _images(0.02)
-    res = an.anoddpm(den, x, t=t, steps=20, smooth_px=0, samples=24,
-                     generator=torch.Generator().manual_seed(2))
+    res = _anoddpm(den, x, t=t, steps=20, smooth=0, samples=24,
+                   generator=torch.Generator().manual_seed(2))
     # prior N(mu, tau^2 I): E[x_hat | x] = mu + (1 - k)(x - mu), k = s^2 / (s^2 + a^2 tau^2);
     # the DDPM chain's mean is exact for any step count (each step is linear in x0_hat)
     ab = float(SCHEDULE.alpha_bar(t))
@@ -92,8 +111,9 @@ def test_anoddpm_mean_reconstruction_is_the_exact_posterior_mean():
 
 def test_anoddpm_is_seeded_and_uses_the_models_training_noise():
     den, x = _iso_denoiser(0.1), _images(0.1)
-    run = lambda seed, model=den, **kw: an.anoddpm(  # noqa: E731
-        model, x, t=50, steps=10, generator=torch.Generator().manual_seed(seed), **kw).maps
+    run = lambda seed, model=den, **kw: d3.anoddpm(  # noqa: E731
+        model, to_model(x), t=50, steps=10, generator=torch.Generator().manual_seed(seed),
+        **kw).maps
     assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
     loaded = SimpleNamespace(denoiser=den, spec=SimpleNamespace(noise="simplex"))
     assert torch.equal(run(3, loaded), run(3, noise=simplex))
@@ -103,10 +123,10 @@ def test_anoddpm_is_seeded_and_uses_the_models_training_noise():
 def test_gaussian_smoothing_keeps_mass_and_spreads_a_point():
     x = torch.zeros(1, 1, S, S)
     x[0, 0, 8, 8] = 1.0
-    y = an.gaussian_smooth(x, 1.5)
+    y = gaussian_smooth(x, 1.5)
     assert y.sum().item() == pytest.approx(1.0, abs=1e-5) and y.max() < 0.1
     assert y[0, 0, 8, 8] == y.max() and torch.allclose(y, y.flip(-1).roll(1, -1), atol=1e-7)
-    assert torch.equal(an.gaussian_smooth(x, 0), x)
+    assert torch.equal(gaussian_smooth(x, 0), x)
 
 
 # ------------------------------------------------------------------------------ D1 / D4
@@ -114,10 +134,10 @@ def test_gaussian_smoothing_keeps_mass_and_spreads_a_point():
 def test_ddim_encode_decode_without_guidance_round_trips(level):
     den, x = _iso_denoiser(0.3), _images(0.1)
     zero = lambda x_t, t: torch.zeros(x_t.shape[0], 2)  # noqa: E731
-    res = an.counterfactual(den, x, zero, level=level, scale=0.0, steps=500, smooth_px=0)
+    res = _counterfactual(den, x, zero, level=level, scale=0.0, steps=500, smooth=0)
     assert (res.recon - x).abs().max() < 0.01 and res.maps.max() < 0.01
     assert res.nfe == 2 * 500 - 1  # encoding (steps - 1) + decoding (steps)
-    coarse = an.counterfactual(den, x, zero, level=level, scale=0.0, steps=50, smooth_px=0)
+    coarse = _counterfactual(den, x, zero, level=level, scale=0.0, steps=50, smooth=0)
     assert coarse.maps.max() > 2 * res.maps.max()  # the error is DDIM discretisation
 
 
@@ -135,62 +155,27 @@ def _region_classifier(beta: float = 10.0):
 def test_guidance_moves_the_counterfactual_towards_the_target_class_only_where_it_looks():
     den, x = _iso_denoiser(0.3), _images(0.1)
     clf = _region_classifier()
-    cf = {s: an.counterfactual(den, x, clf, level=500, scale=s, steps=50, smooth_px=0).recon[:, 0]
-          for s in (0.0, 0.5, 2.0)}
-    inside = {s: float(v[1][BUMP].mean()) for s, v in cf.items()}  # the image with the bump
+    cfs = {s: _counterfactual(den, x, clf, level=500, scale=s, steps=50, smooth=0).recon[:, 0]
+           for s in (0.0, 0.5, 2.0)}
+    inside = {s: float(v[1][BUMP].mean()) for s, v in cfs.items()}  # the image with the bump
     assert inside[0.0] - inside[0.5] > 0.02 and inside[0.5] - inside[2.0] > 0.02  # monotone
     # isotropic prior: pixels decouple, so nothing outside the classifier's region moves
-    assert (cf[2.0] - cf[0.0])[:, ~BUMP].abs().max() < 1e-4
-    lesion = an.counterfactual(den, x, clf, level=500, scale=2.0, steps=50, target=LESION)
-    healthy_in = float(cf[0.0][0][BUMP].mean())
+    assert (cfs[2.0] - cfs[0.0])[:, ~BUMP].abs().max() < 1e-4
+    lesion = _counterfactual(den, x, clf, level=500, scale=2.0, steps=50, target=LESION)
+    healthy_in = float(cfs[0.0][0][BUMP].mean())
     assert float(lesion.recon[0, 0][BUMP].mean()) > healthy_in + 0.02  # other class: brighter
-    res = an.wolleb(den, x[1:], clf, scale=2.0, steps=50)
+    res = cf.wolleb(den, to_model(x[1:]), classifier=clf, scale=2.0, steps=50)
     assert res.maps[0, 0][BUMP].mean() > 5 * res.maps[0, 0][~BUMP].mean()
 
 
 def test_wolleb_and_diff_scm_differ_only_in_their_explicit_defaults():
-    den, x = _iso_denoiser(0.3), _images(0.1)[1:]
+    den, x = _iso_denoiser(0.3), to_model(_images(0.1)[1:])
     clf = _region_classifier()
-    a = an.diff_scm(den, x, clf, scale=1.0, steps=20)
-    b = an.counterfactual(den, x, clf, level=None, scale=1.0, steps=20, target=HEALTHY)
-    c = an.wolleb(den, x, clf, level=999, scale=1.0, steps=20)
+    a = cf.diff_scm(den, x, classifier=clf, scale=1.0, steps=20)
+    b = cf.counterfactual(den, x, clf, level=None, scale=1.0, steps=20, target=HEALTHY)
+    c = cf.wolleb(den, x, classifier=clf, level=999, scale=1.0, steps=20)
     assert torch.equal(a.maps, b.maps) and torch.equal(a.maps, c.maps)
-    assert an.WOLLEB.level == 500 and an.DIFF_SCM.level is None
-
-
-# ------------------------------------------------------------------------------ classifier
-def test_classifier_loss_draws_t_below_t_max_and_equals_cross_entropy():
-    seen = []
-
-    def stub(x_t, t):  # a "classifier" that records t and is sure of class 1
-        seen.append(t.clone())
-        return torch.tensor([[0.0, 2.0]]).expand(len(t), 2)
-
-    x0, labels = torch.zeros(64, 1, 4, 4), torch.ones(64, dtype=torch.int64)
-    g = torch.Generator().manual_seed(0)
-    loss = classifier_loss(stub, x0, labels, SCHEDULE, g, t_max=50)
-    assert seen[0].max() < 50 and seen[0].min() >= 0 and seen[0].unique().numel() > 20
-    assert loss.item() == pytest.approx(math.log1p(math.exp(-2.0)), rel=1e-6)
-    classifier_loss(stub, x0, labels, SCHEDULE, g)
-    assert seen[1].max() >= 500  # default: every step of the schedule
-
-
-def test_classifier_files_round_trip_and_check_the_schedule(tmp_path):
-    torch.manual_seed(0)
-    net = NoisyClassifier(TINY_CLF).eval()
-    path = save_classifier(tmp_path / "clf", net, SCHEDULE, card={"steps": 1})
-    loaded = load_classifier(path)
-    x = torch.randn(3, 1, S, S)
-    t = torch.tensor([0.0, 400.0, 999.0])
-    with torch.no_grad():
-        ref, out = net(x, t), loaded.net(x, t)
-    assert torch.equal(ref, out) and not torch.allclose(out[0], out[2])  # time-conditioned
-    assert json.loads(path.read_text())["card"] == {"steps": 1}
-    loaded.check_schedule(NoiseSchedule("linear", 1000))
-    with pytest.raises(InputError, match="trained for schedule"):
-        loaded.check_schedule(NoiseSchedule("cosine", 1000))
-    with pytest.raises(InputError, match="train_classifier.py"):
-        load_classifier("no-such-classifier")
+    assert cf.WOLLEB.level == 500 and cf.DIFF_SCM.level is None
 
 
 # ------------------------------------------------------------------------------ benchmark data
@@ -239,7 +224,7 @@ def test_classifier_data_pairs_differ_only_around_the_lesion():
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    save_classifier(d / "clf", NoisyClassifier(TINY_CLF), SCHEDULE)
+    save(d / "clf", NoisyClassifier(TINY_CLF), ClassifierSpec(net=TINY_CLF), fp16=False)
     return {"model": str(save_tiny(d)), "classifier": str(d / "clf.json")}
 
 
@@ -292,17 +277,20 @@ def test_detect_wolleb_runs_with_a_given_classifier(tiny, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_latent(tmp_path_factory):
-    """A folder with a random tiny D2 pair as scripts/train_latent.py names it (AE 16 -> 8 px)."""
+    """A random tiny D2 pair in one folder: autoencoder ``tiny-ae`` (16 -> 8 px) and the latent
+    DDPM ``tiny-ddpm`` whose spec names it (found beside it, not among the bundled models)."""
     d = tmp_path_factory.mktemp("latent")
     torch.manual_seed(0)
-    cfg = lt.AEConfig(channels=(8, 8), latent_channels=2, norm_num_groups=8)
-    lt.save_autoencoder(d / f"{lt.AE_NAME}.safetensors", lt.build_autoencoder(cfg), cfg, 1.5, {})
-    spec = lt.latent_spec(cfg, image_size=S, net=preset("tiny", in_channels=2, out_channels=2))
-    lt.save_latent_ddpm(d / lt.DDPM_NAME, build_denoiser(spec).net, spec, 1.5, {})
-    return d
+    ae = AutoencoderSpec(net=AEConfig(channels=(8, 8), latent_channels=2, norm_num_groups=8),
+                         image_size=S, latent_scale=1.5)
+    save(d / "tiny-ae", build("autoencoder", ae), ae, fp16=False)
+    spec = DiffusionSpec(net=preset("tiny", in_channels=2, out_channels=2),
+                         image_size=S // ae.net.factor, clip_x0=False, autoencoder="tiny-ae")
+    return save(d / "tiny-ddpm", build_denoiser(spec).net, spec, {"latent_scale": 1.5},
+                fp16=False)
 
 
-def test_detect_latent_writes_the_api_map_from_a_weights_folder(tiny_latent, tmp_path, capsys):
+def test_detect_latent_writes_the_api_map_of_the_pair(tiny_latent, tmp_path, capsys):
     src, vol = _volume(tmp_path)
     out = tmp_path / "l.nii.gz"
     code, text, err = _run(capsys, "detect", "--method", "latent", "--input", src, "--out", out,
@@ -310,20 +298,24 @@ def test_detect_latent_writes_the_api_map_from_a_weights_folder(tiny_latent, tmp
                            "--device", "cpu", "--json")
     assert code == 0, err
     report = json.loads(text)
-    assert report["nfe"] == 2 and report["models"] == [lt.AE_NAME, lt.DDPM_NAME]
+    assert report["nfe"] == 2 and report["models"] == ["tiny-ae", "tiny-ddpm"]
     from meddiff import api
-    det = lt.load_detector(*dt.latent_paths(str(tiny_latent)))
-    x = api.read_slices(str(src), S).images
+    from meddiff.zoo.store import load, load_diffusion
+    ae = load(tiny_latent.with_name("tiny-ae.json"), kind="autoencoder")
+    det = lt.LatentDetector(lt.LatentCodec(ae.net, ae.spec.latent_scale),
+                            load_diffusion(tiny_latent, autocast=True).denoiser)
+    x = to_model(api.read_slices(str(src), S).images)
     ref = lt.detect(det, x, (30,), 2, lt.DEFAULT_SMOOTH_PX,
                     generator=torch.Generator().manual_seed(1))
     maps = load_image(out).array
     assert maps.shape == vol.shape and maps.max() > 0
-    assert np.allclose(maps, np.moveaxis(ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
-    json_path = tiny_latent / f"{lt.DDPM_NAME}.json"
-    assert dt.latent_paths(str(json_path)) == (tiny_latent / f"{lt.AE_NAME}.safetensors", json_path)
+    assert np.allclose(maps, np.moveaxis(0.5 * ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
     code, _, err = _run(capsys, "detect", "--method", "latent", "--input", src, "--out", out,
                         "--model", tiny_latent, "--t", 5000, "--device", "cpu")
     assert code == 2 and "--t must be in [1, 999]" in err
+    code, _, err = _run(capsys, "detect", "--method", "anoddpm", "--input", src, "--out", out,
+                        "--model", tiny_latent, "--device", "cpu")
+    assert code == 2 and "needs an image-space diffusion model" in err
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -334,16 +326,16 @@ def test_detect_latent_writes_the_api_map_from_a_weights_folder(tiny_latent, tmp
     (["--method", "anoddpm", "--steps", "0"], "--steps must be >= 1"),
     (["--method", "anoddpm"], "'anoddpm-64' is not trained yet"),
     (["--method", "diff-scm", "--model", "{model}", "--classifier", "no-such-classifier"],
-     "not bundled"),
+     "unknown model 'no-such-classifier'"),
     (["--method", "anoddpm", "--model", "{model}", "--input", "{d}/missing.nii.gz"],
      "no such file"),
     (["--method", "latent-nope"], "invalid choice"),
     (["--method", "latent", "--level", "100"], "--level does not apply to --method latent"),
-    (["--method", "latent", "--model", "{d}"], "no latent autoencoder weights"),
+    (["--method", "latent", "--model", "{model}"], "needs a latent diffusion model"),
 ])
 def test_detect_bad_input_is_one_line_exit_2_and_writes_nothing(tiny, tmp_path, capsys,
                                                                 monkeypatch, extra, message):
-    monkeypatch.setattr("meddiff.api.list_models", lambda: [])  # no bundled defaults
+    monkeypatch.setattr("meddiff.tasks.detection.bundled", lambda: [])  # no bundled defaults
     src, _ = _volume(tmp_path)
     out_dir = tmp_path / "out"
     argv = ["detect", "--input", src, "--out", out_dir / "m.nii.gz", "--device", "cpu"]

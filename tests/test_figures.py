@@ -97,6 +97,43 @@ def test_save_overlay_mask_is_red_and_prob_map_is_drawn(tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_save_segment_panel_draws_mask_contour_and_variance(tmp_path):
+    img = _phantom(64, 64) * 0.7
+    mean = np.zeros((64, 64), np.float32)
+    mean[20:40, 20:40] = 0.9
+    var = mean * (1 - mean)                       # 0.09 inside the square, 0 outside
+
+    def red(px):
+        return (px[..., 0] - px[..., 1] > 0.3) & (px[..., 0] - px[..., 2] > 0.3)
+
+    def yellow(px):
+        return (px[..., 0] > 0.8) & (px[..., 1] > 0.8) & (px[..., 2] < 0.3)
+
+    def magma_top(px):
+        return (px[..., 0] > 0.9) & (px[..., 1] > 0.9) & (px[..., 2] > 0.6) & (px[..., 2] < 0.85)
+
+    def thirds(px):
+        w = px.shape[1] // 3
+        return px[:, :w], px[:, w:2 * w], px[:, 2 * w:]
+
+    full = _read(figures.save_segment_panel(tmp_path / "seg.png", torch.from_numpy(img)[None],
+                                            torch.from_numpy(mean), var, title="slice 0"))
+    empty = _read(figures.save_segment_panel(tmp_path / "empty.png", img, 0 * mean, 0 * var))
+    image_f, overlay_f, _ = thirds(full)
+    image_e, overlay_e, _ = thirds(empty)
+    assert red(image_f).mean() == 0.0 and red(overlay_e).mean() == 0.0
+    assert 0.02 < red(overlay_f).mean() < 0.2      # the 20x20 square in a 64x64 tile
+    assert yellow(overlay_f).sum() > 20 and yellow(overlay_e).sum() == 0  # the 0.5 contour
+    # variance panel: the square at the top of the magma range (pale yellow, as the colour bar's
+    # top); with zero variance only the colour bar carries that colour
+    assert magma_top(thirds(full)[2]).sum() > magma_top(thirds(empty)[2]).sum() + 1000
+    with pytest.raises(InputError):
+        figures.save_segment_panel(tmp_path / "bad.png", img, mean[:10], var)
+    with pytest.raises(InputError):
+        figures.save_segment_panel(tmp_path / "bad.bmpx", img, mean, var)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "seg.png"]
+
+
 def test_save_curve_png_and_svg(tmp_path):
     xs = [1, 2, 5, 10, 20, 50]
     ys = {"DDIM": [20, 24, 27, 29, 30, 30.5], "DDPM": [15, 18, 22, 26, 28, 30]}

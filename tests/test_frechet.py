@@ -1,13 +1,8 @@
-"""FD-MedEnc: Fréchet distance oracles, encoder contract, weights I/O, training-script smoke test.
+"""FD-MedEnc: Fréchet distance oracles, encoder contract, weights I/O (its training: test_objectives).
 
 All encoder tests use randomly initialised encoders, so they do not depend on shipped weights.
 """
 from __future__ import annotations
-
-import argparse
-import importlib.util
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +14,6 @@ from meddiff.errors import InputError
 from meddiff.eval import frechet
 from meddiff.eval.frechet import FeatureEncoder, fd_medenc, feature_stats, frechet_distance
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_feature_encoder.py"
 
 
 def _random_cov(rng: np.random.Generator, d: int, rank: int | None = None) -> np.ndarray:
@@ -148,7 +142,7 @@ def test_save_load_round_trip_and_errors(tmp_path, monkeypatch):
     with torch.no_grad():
         assert torch.equal(loaded(x), enc(x))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.safetensors"]  # no temp files
-    with pytest.raises(InputError, match="train_feature_encoder"):
+    with pytest.raises(InputError, match="feature_encoder.yaml"):
         frechet.load_feature_encoder(tmp_path / "missing.safetensors")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(InputError, match="FeatureEncoder weights"):
@@ -156,58 +150,3 @@ def test_save_load_round_trip_and_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(frechet, "DEFAULT_WEIGHTS", tmp_path / "nothing.safetensors")
     with pytest.raises(InputError, match="not found"):
         fd_medenc(x, x)
-
-
-# ----------------------------------------------------------------------------- training script
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("train_feature_encoder", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-class _StubSlices(torch.utils.data.Dataset):
-    """Items shaped like BrainSlices: 'image' (1, H, W) in [0, 1], 'contrast', 'section'."""
-
-    def __init__(self, n: int, seed: int):
-        self.images = _phantoms(n, seed, size=32)
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "contrast": i % 4, "section": 22 + 7 * i % 120,
-                "tissue": torch.zeros(32, 32, dtype=torch.long)}
-
-
-def test_corruptions_do_what_they_claim(script):
-    x = _phantoms(4, seed=2)
-    gen = torch.Generator().manual_seed(0)
-    kinds = {k: script.corrupt(x, torch.full((4,), i), gen) for i, k in enumerate(script.KINDS)}
-    assert torch.equal(kinds["clean"], x)
-    tv = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean()  # noqa: E731
-    assert tv(kinds["blur"]) < 0.9 * tv(x)
-    assert tv(kinds["noise"]) > 1.2 * tv(x) and kinds["noise"].min() >= 0 and kinds["noise"].max() <= 1
-    shuffled = kinds["shuffle"]
-    assert not torch.equal(shuffled, x)
-    assert torch.equal(shuffled.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
-
-
-def test_training_script_runs_on_a_stub_dataset(script, tmp_path):
-    args = argparse.Namespace(steps=3, batch_size=8, lr=1e-3, seed=0, max_seconds=float("inf"),
-                              bf16=False)
-    card = script.run([_StubSlices(12, 0), _StubSlices(4, 4)], {"val": _StubSlices(8, 1)},
-                      (_StubSlices(8, 2), _StubSlices(8, 3)), tmp_path, args, (22.0, 142.0),
-                      {"dataset": "stub"})
-    on_disk = json.loads((tmp_path / "feature_encoder.json").read_text())
-    assert on_disk == card
-    assert card["training"]["steps_done"] == 3 and card["data"]["train_items"] == 16
-    assert set(card["training"]["final_losses"]) == {"contrast", "position", "corruption"}
-    assert 0.0 <= card["val"]["contrast_acc"] <= 1.0 and card["val"]["n_images"] == 8
-    assert card["fd_medenc_calibration"]["real_vs_real"] >= 0.0
-    enc = frechet.load_feature_encoder(tmp_path / "feature_encoder.safetensors")
-    assert isinstance(enc, FeatureEncoder)

@@ -70,7 +70,7 @@ def test_intensity_maps_round_trip():
 def test_configs_of_the_new_priors_load_and_are_consistent(tmp_path):
     from pathlib import Path
 
-    from meddiff.train.build import load_run_config
+    from meddiff.train.run import load_run_config
 
     root = Path(__file__).resolve().parents[1] / "configs"
     ct, mri = load_run_config(root / "ct-prior-64.yaml"), load_run_config(root / "mri-complex-64.yaml")

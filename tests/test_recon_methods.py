@@ -18,8 +18,9 @@ from meddiff.consistency.views import RealView
 from meddiff.core.model import Denoiser
 from meddiff.core.schedule import NoiseSchedule
 from meddiff.errors import InputError
-from meddiff.methods.baselines import cs_tv, tv_objective, zero_filled
-from meddiff.methods.recon import METHODS, reconstruct
+from meddiff.methods import registry
+from meddiff.methods.reconstruction.baselines import cs_tv, direct, tv_objective
+from meddiff.methods.reconstruction.interface import reconstruct
 from meddiff.physics import Inpainting, SingleCoilMRI, SparseViewCT, random_mask_2d
 
 SIDE, DIM, N = 4, 16, 400
@@ -161,7 +162,14 @@ def test_warm_start_from_zero_filled_uses_only_the_late_steps(problem):
     assert _mean_err(rec.x, post_mean) < 0.4 * prior_err
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+DIFFUSION = sorted(n for n, i in registry.methods("reconstruction").items() if not i.baseline)
+
+
+def test_the_diffusion_methods_are_the_papers_and_dps():
+    assert DIFFUSION == ["diffuserecon", "dps", "langevin", "mcg", "score-mri", "song"]
+
+
+@pytest.mark.parametrize("method", DIFFUSION)
 def test_every_method_is_reproducible_with_its_seed(problem, method):
     model, op, y, *_ = problem
     opts = {"n_chain": 10, "burn_in": 5} if method == "langevin" else {}
@@ -172,8 +180,10 @@ def test_every_method_is_reproducible_with_its_seed(problem, method):
 
 def test_user_errors(problem):
     model, op, y, *_ = problem
-    with pytest.raises(InputError, match="unknown reconstruction method"):
+    with pytest.raises(InputError, match="unknown diffusion reconstruction method 'ddrm'"):
         reconstruct(model, op, y, "ddrm", 10, generator=0)
+    with pytest.raises(InputError, match="'cs'; choose from diffuserecon"):
+        reconstruct(model, op, y, "cs", 10, generator=0)
     with pytest.raises(InputError, match="t0"):
         reconstruct(model, op, y, "song", 10, init=op.A_adjoint(y), generator=0)
     with pytest.raises(InputError, match="shape"):
@@ -205,7 +215,7 @@ def test_cs_tv_recovers_a_phantom_from_4x_undersampled_mri():
     x = _phantom().to(torch.complex64)
     op = SingleCoilMRI(random_mask_2d((32, 32), 4, seed=0))
     y = op.A(x)
-    zf = zero_filled(op, y)
+    zf = direct(op, y)
     assert torch.equal(zf, op.A_adjoint(y))
     rec = cs_tv(op, y, lam=0.01, n_iter=500)
     p_zf, p_tv = _psnr(zf.abs(), x.abs()), _psnr(rec.abs(), x.abs())
@@ -218,7 +228,7 @@ def test_cs_tv_beats_fbp_on_sparse_view_ct():
     x = _phantom(24) * 0.1  # attenuation per pixel
     op = SparseViewCT(12, 24)
     y = op.A(x)
-    fbp = zero_filled(op, y)
+    fbp = direct(op, y)
     assert torch.equal(fbp, op.fbp(y))
     rec = cs_tv(op, y, lam=2e-4, n_iter=400)
     scale = lambda v: v / 0.1  # noqa: E731  PSNR on the [0, 1] phantom scale

@@ -1,4 +1,5 @@
-"""The reconstruction task (meddiff.tasks.reconstruction) and ``meddiff reconstruct``."""
+"""The reconstruction task (meddiff.tasks.reconstruction), the acquisitions it simulates
+(meddiff.physics.acquisition, meddiff.physics.kspace) and ``meddiff reconstruct``."""
 from __future__ import annotations
 
 import json
@@ -12,9 +13,11 @@ import torch
 
 from meddiff import cli
 from meddiff.consistency.views import RealView
-from meddiff.data.io import KSpace
+from meddiff.data.kspace_io import KSpace
 from meddiff.errors import InputError
 from meddiff.physics import birdcage_maps, fft2c
+from meddiff.physics.acquisition import FULL_DOSE_I0, ct_scale, simulate_ct, simulate_mri
+from meddiff.physics.kspace import measurement_from_kspace
 from meddiff.tasks import reconstruction as rt
 from tiny_model import save_tiny
 
@@ -34,7 +37,7 @@ def _phantom(n: int = 3, size: int = S) -> torch.Tensor:
 @pytest.mark.parametrize("coils", [1, 4])
 def test_fully_sampled_zero_filled_gives_the_image_back(coils):
     x = _phantom()
-    op, y = rt.simulate_mri(x, "equispaced", 1.0, coils=coils)
+    op, y = simulate_mri(x, "equispaced", 1.0, coils=coils)
     assert y.shape == (3, coils, S, S) and y.is_complex()
     out = rt.run(None, op, y, "zero-filled")  # birdcage maps have RSS 1: A^H A = I
     assert float((out.image01 - x).abs().max()) < 1e-5
@@ -43,7 +46,7 @@ def test_fully_sampled_zero_filled_gives_the_image_back(coils):
 
 def test_undersampled_measurement_is_the_image_space_one_and_converts_to_model_space():
     x = _phantom()
-    op, y = rt.simulate_mri(x, "random", 4.0, seed=3)
+    op, y = simulate_mri(x, "random", 4.0, seed=3)
     assert torch.allclose(y, op.A(x.to(torch.complex64)), atol=1e-6)
     assert abs(op.mask.float().mean().item() - 0.25) < 1e-6
     rv = RealView(op, "real")
@@ -56,42 +59,42 @@ def test_undersampled_measurement_is_the_image_space_one_and_converts_to_model_s
 
 def test_mri_noise_and_masks_are_reproducible_from_the_seed():
     x = _phantom()
-    a = rt.simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)[1]
-    b = rt.simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)[1]
-    c = rt.simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=2)[1]
+    a = simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)[1]
+    b = simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)[1]
+    c = simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=2)[1]
     assert torch.equal(a, b) and not torch.equal(a, c)
-    op, _ = rt.simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)
+    op, _ = simulate_mri(x, "poisson", 3.0, noise_std=0.05, seed=1)
     resid = (a - op.A(x.to(torch.complex64)))[:, :, op.mask]
     assert abs(float(resid.abs().pow(2).mean().sqrt()) - 0.05) < 0.01  # E|n|^2 = sigma^2
 
 
 def test_ct_sinogram_and_low_dose_noise_follow_the_delta_method():
     x = _phantom(2)
-    op, y = rt.simulate_ct(x, views=12)
+    op, y = simulate_ct(x, views=12)
     assert op.n_views == 12 and torch.allclose(y, op.A(x))
-    _, noisy = rt.simulate_ct(x, views=12, dose=0.01, seed=0)
-    k, i0 = rt.ct_scale(S), rt.FULL_DOSE_I0 * 0.01
+    _, noisy = simulate_ct(x, views=12, dose=0.01, seed=0)
+    k, i0 = ct_scale(S), FULL_DOSE_I0 * 0.01
     predicted = (1.0 / (i0 * torch.exp(-k * y.double()))).sqrt() / k  # std per bin
     z = (noisy - y).double() / predicted
     assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
-    fbp = rt.run(None, *rt.simulate_ct(x), "fbp").image01  # 180 views: close to the image
+    fbp = rt.run(None, *simulate_ct(x), "fbp").image01  # 180 views: close to the image
     assert rt.metrics(fbp, x)["psnr"] > 25
 
 
 # ------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("call,message", [
-    (lambda x: rt.simulate_mri(x, "random", 0.5), "acceleration must be >= 1"),
-    (lambda x: rt.simulate_mri(x, "spiral", 4), "unknown mask 'spiral'"),
-    (lambda x: rt.simulate_mri(x * float("nan"), "random", 4), "NaN"),
-    (lambda x: rt.simulate_mri(x * 300, "random", 4), "image space [0, 1]"),
-    (lambda x: rt.simulate_mri(x[:, 0], "random", 4), "(B, 1, H, W)"),
-    (lambda x: rt.simulate_mri(x, "random", 4, coils=0), "coils must be"),
-    (lambda x: rt.simulate_ct(x, views=0), "views must be"),
-    (lambda x: rt.simulate_ct(x, dose=-1.0), "dose must be"),
-    (lambda x: rt.run(None, *rt.simulate_mri(x), "fbp"), "fbp needs a CT operator"),
-    (lambda x: rt.run(None, *rt.simulate_mri(x), "sart"), "unknown method 'sart'"),
-    (lambda x: rt.run(None, *rt.simulate_mri(x), "unet"), "no supervised MRI UNet (16 px) weights"),
-    (lambda x: rt.run(None, *rt.simulate_mri(x), "zero-filled", t0=100), "no warm start"),
+    (lambda x: simulate_mri(x, "random", 0.5), "acceleration must be >= 1"),
+    (lambda x: simulate_mri(x, "spiral", 4), "unknown mask 'spiral'"),
+    (lambda x: simulate_mri(x * float("nan"), "random", 4), "NaN"),
+    (lambda x: simulate_mri(x * 300, "random", 4), "image space [0, 1]"),
+    (lambda x: simulate_mri(x[:, 0], "random", 4), "(B, 1, H, W)"),
+    (lambda x: simulate_mri(x, "random", 4, coils=0), "coils must be"),
+    (lambda x: simulate_ct(x, views=0), "views must be"),
+    (lambda x: simulate_ct(x, dose=-1.0), "dose must be"),
+    (lambda x: rt.run(None, *simulate_mri(x), "fbp"), "fbp needs a CT operator"),
+    (lambda x: rt.run(None, *simulate_mri(x), "sart"), "unknown method 'sart'"),
+    (lambda x: rt.run(None, *simulate_mri(x), "unet"), "no bundled supervised MRI UNet for 16 px"),
+    (lambda x: rt.run(None, *simulate_mri(x), "zero-filled", t0=100), "no warm start"),
 ])
 def test_bad_inputs_raise_one_clear_input_error(call, message):
     with pytest.raises(InputError, match=None) as err:
@@ -104,18 +107,23 @@ def _kspace(image: torch.Tensor, coils: int = 1) -> np.ndarray:
     return fft2c(image.to(torch.complex64) * maps).numpy()
 
 
+def _measure(ks: KSpace, mask: str = "random", acceleration=None, **kw):
+    return measurement_from_kspace(ks.kspace, ks.mask, ks.reference, mask=mask,
+                                   acceleration=acceleration, **kw)
+
+
 def test_fully_sampled_kspace_gives_a_scaled_reference_and_undersampled_data():
     x = _phantom() * torch.polar(torch.ones(S, S), torch.linspace(0, 1, S).expand(S, S))
-    op, y, ref = rt.measurement_from_kspace(KSpace(_kspace(x)), "equispaced", 1.0, size=S)
+    op, y, ref = _measure(KSpace(_kspace(x)), "equispaced", 1.0, size=S)
     scale = float(np.percentile(x.abs().numpy(), 99.5))
     assert torch.allclose(ref, (x.abs() / scale).clamp(0, 1), atol=1e-5)
     assert float((rt.run(None, op, y, "zero-filled").image01 - ref).abs().max()) < 1e-5
-    op, y, ref = rt.measurement_from_kspace(KSpace(_kspace(x, 4)), "random", 4.0, size=S)
+    op, y, ref = _measure(KSpace(_kspace(x, 4)), "random", 4.0, size=S)
     assert op.n_coils == 4 and ref is not None
     assert abs(op.mask.float().mean().item() - 0.25) < 1e-6
     # undersampled file: its own mask, no reference
     m = op.mask[0].numpy().astype(np.float32)
-    _, _, ref2 = rt.measurement_from_kspace(KSpace(_kspace(x) * m, mask=m), size=S)
+    _, _, ref2 = _measure(KSpace(_kspace(x) * m, mask=m), size=S)
     assert ref2 is None
 
 
@@ -130,24 +138,24 @@ def test_bad_kspace_raises(make, message):
     m = np.zeros(S, np.float32)
     m[[1, 4, 8, 11]] = 1
     with pytest.raises(InputError) as err:
-        rt.measurement_from_kspace(make(k, m), size=S)
+        _measure(make(k, m), size=S)
     assert message in str(err.value)
 
 
 def test_kspace_size_acceleration_and_coil_maps_are_checked():
     k = _kspace(_phantom(), coils=4)
     with pytest.raises(InputError, match="the model takes 32x32"):
-        rt.measurement_from_kspace(KSpace(k), size=32)
+        _measure(KSpace(k), size=32)
     with pytest.raises(InputError, match="acceleration must be >= 1"):
-        rt.measurement_from_kspace(KSpace(k), acceleration=0.9)
+        _measure(KSpace(k), acceleration=0.9)
     m = np.ones(S, np.float32)
     m[S // 2 - 1:S // 2 + 2] = 0  # no calibration region
     with pytest.raises(InputError, match="needs coil sensitivity maps or a fully sampled"):
-        rt.measurement_from_kspace(KSpace(k * m, mask=m))
+        _measure(KSpace(k * m, mask=m))
     m = np.zeros(S, np.float32)
     m[::2] = 1
     with pytest.raises(InputError, match="already undersampled"):
-        rt.measurement_from_kspace(KSpace(k * m, mask=m), acceleration=4)
+        _measure(KSpace(k * m, mask=m), acceleration=4)
 
 
 # ------------------------------------------------------------------------------ diffusion
@@ -156,7 +164,7 @@ def test_warm_started_diffusion_run_returns_image_space_results(tmp_path):
 
     model = api.load_model(str(save_tiny(tmp_path)), device="cpu")
     x = _phantom(2)
-    op, y = rt.simulate_mri(x, "random", 4.0)
+    op, y = simulate_mri(x, "random", 4.0)
     res = rt.run(model, op, y, "diffuserecon", steps=3, t0=50, init="cs", seed=0,
                  n_samples=2, t_refine=2)
     assert res.image01.shape == x.shape and 0 <= res.image01.min() and res.image01.max() <= 1
@@ -165,7 +173,7 @@ def test_warm_started_diffusion_run_returns_image_space_results(tmp_path):
                    n_samples=2, t_refine=2)
     assert torch.equal(res.image01, again.image01)
     with pytest.raises(InputError, match="model takes 16x16"):
-        rt.run(model, *rt.simulate_mri(_phantom(1, 8)), "song", steps=2)
+        rt.run(model, *simulate_mri(_phantom(1, 8)), "song", steps=2)
 
 
 @pytest.mark.parametrize("method,opts", [("score-mri", {}), ("mcg", {"alpha": 0.1})])
@@ -181,7 +189,7 @@ def test_projection_methods_fit_the_image_space_measurement_exactly(method, opts
     sched = NoiseSchedule("linear")
     cov = 0.01 * torch.eye(S * S, dtype=torch.float64)
     den = Denoiser(GaussianEpsNet((2 * x - 1).reshape(-1).double(), cov, sched), sched)
-    op, y = rt.simulate_mri(x, "random", 4.0, seed=0)
+    op, y = simulate_mri(x, "random", 4.0, seed=0)
     res = rt.run(den, op, y, method, steps=30, seed=0, **opts)
     assert float((op.A(res.image01.to(torch.complex64)) - y).abs().max()) < 1e-5
     assert float(res.image01.min()) > 0 and rt.metrics(res.image01, x)["psnr"] > 24
@@ -191,11 +199,11 @@ def test_coil_by_coil_root_sum_of_squares_recovers_the_image_from_full_data():
     """Fully sampled 4-coil data: every coil image is exact, and their RSS is |x| because the
     simulated maps have RSS 1 -- the combination, not the method, is under test."""
     x = _phantom(2)
-    op, y = rt.simulate_mri(x, "equispaced", 1.0, coils=4)
+    op, y = simulate_mri(x, "equispaced", 1.0, coils=4)
     res = rt.run_coil_by_coil(None, op, y, "zero-filled")
     assert res.image01.shape == x.shape and float((res.image01 - x).abs().max()) < 1e-5
     with pytest.raises(InputError, match="multi-coil"):
-        rt.run_coil_by_coil(None, *rt.simulate_mri(x, "random", 4.0), "zero-filled")
+        rt.run_coil_by_coil(None, *simulate_mri(x, "random", 4.0), "zero-filled")
 
 
 def test_coil_by_coil_diffusion_sees_complex_coil_images_through_the_phase_view(tmp_path):
@@ -206,7 +214,7 @@ def test_coil_by_coil_diffusion_sees_complex_coil_images_through_the_phase_view(
 
     model = api.load_model(str(save_tiny(tmp_path)), device="cpu")
     x = _phantom(2)
-    op, y = rt.simulate_mri(x, "equispaced", 1.0, coils=4)
+    op, y = simulate_mri(x, "equispaced", 1.0, coils=4)
     res = rt.run_coil_by_coil(model, op, y, "score-mri", steps=2, seed=0)
     assert float((res.image01 - x).abs().max()) < 1e-3 and res.nfe == 4 * 4
     wrong = rt.run_coil_by_coil(model, op, y, "score-mri", steps=2, seed=0, view="real")
@@ -236,7 +244,7 @@ def test_complex_prior_reconstructs_an_image_with_phase_through_its_two_channels
     cov = 0.0025 * torch.eye(2 * S * S, dtype=torch.float64)
     den = Denoiser(GaussianEpsNet(complex_to_channels(z).reshape(-1).double(), cov, sched), sched)
     model = SimpleNamespace(denoiser=den, spec=SimpleNamespace(intensity="complex", image_size=S))
-    op, y = rt.simulate_mri(z, "random", 4.0, seed=0)
+    op, y = simulate_mri(z, "random", 4.0, seed=0)
     res = rt.run(model, op, y, method, steps=steps, seed=0, **opts)
     assert rt.metrics(res.image01, mag)["psnr"] > min_psnr
     with pytest.raises(InputError, match="complex-valued prior reconstructs two channels"):
@@ -351,7 +359,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny, main, capsys, 
 
 @pytest.mark.parametrize("modality", ["mri", "ct"])
 def test_bundled_supervised_unet_beats_the_direct_baseline_on_held_out_data(modality):
-    """The bundled UNet (scripts/train_recon_unet.py) on validation-slab slices it never saw:
+    """The bundled UNet (configs/recon-unet-*-64.yaml) on validation-slab slices it never saw:
     clearly better than zero-filled / FBP (measured on these slices: MRI +2.9 dB, CT more)."""
     from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
     from meddiff.physics.mri import channels_to_complex
@@ -359,12 +367,12 @@ def test_bundled_supervised_unet_beats_the_direct_baseline_on_held_out_data(moda
     if modality == "mri":
         ds = ComplexBrainSlices("val", seed=5)
         x = channels_to_complex(torch.stack([ds[i]["image"] for i in (0, 7, 20)]))
-        op, y = rt.simulate_mri(x, "random", 4.0, seed=1)
+        op, y = simulate_mri(x, "random", 4.0, seed=1)
         base = "zero-filled"
     else:
         ds = HeadCTSlices("val", seed=5)
         x = torch.stack([ds[i]["image"] for i in (0, 5, 9)])
-        op, y = rt.simulate_ct(x, views=60, seed=1)
+        op, y = simulate_ct(x, views=60, seed=1)
         base = "fbp"
     ref = x.abs()
     unet = rt.metrics(rt.run(None, op, y, "unet").image01, ref)["psnr"]

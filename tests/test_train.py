@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,12 +20,13 @@ from torch.utils.data import Dataset
 
 from meddiff.errors import ConfigError
 from meddiff.train import checkpoint
-from meddiff.train.checkpoint import (TrainState, latest_checkpoint, load_checkpoint,
-                                      load_model_weights, save_checkpoint)
+from meddiff.train.checkpoint import (TrainState, load_checkpoint, load_model_weights,
+                                      save_checkpoint)
 from meddiff.train.config import TrainConfig
 from meddiff.train.distributed import ShardedBatchSampler
 from meddiff.train.ema import EMA
-from meddiff.train.trainer import NonFiniteLossError, Trainer, warmup_lr
+from meddiff.train.trainer import NonFiniteLossError, Trainer, learning_rate
+from meddiff.zoo.runs import latest_checkpoint
 
 W_TRUE = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 
@@ -84,9 +87,18 @@ def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_warmup_schedule():
-    assert [warmup_lr(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert warmup_lr(0, 0.3, 0) == 0.3
+def test_learning_rate_schedules():
+    warm = TrainConfig(steps=10, out_dir="o", lr=1.0, warmup_steps=4)
+    assert [learning_rate(s, warm) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert learning_rate(0, TrainConfig(steps=10, out_dir="o", lr=0.3)) == 0.3
+    cos = TrainConfig(steps=10, out_dir="o", lr=2.0, lr_schedule="cosine", min_lr_ratio=0.1,
+                      max_minutes=4.0)
+    assert learning_rate(0, cos) == pytest.approx(2.0)
+    assert learning_rate(5, cos) == pytest.approx(2.0 * (0.1 + 0.9 * 0.5))  # half way in steps
+    assert learning_rate(1, cos, minutes=2.0) == pytest.approx(1.1)  # half way in time
+    assert learning_rate(9, cos, minutes=8.0) == pytest.approx(0.2)  # past the budget: floor
+    assert learning_rate(1, replace(cos, warmup_steps=4)) == pytest.approx(
+        0.5 * 2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.1))))
 
 
 def test_loss_decreases_and_logs(tmp_path):
@@ -176,6 +188,28 @@ def test_exact_resume_after_kill(tmp_path, bf16):
     assert all(states_equal(opt_a[i], opt_b[i]) for i in opt_a)
     with open(cfg_b.out_dir + "/log.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4, 6, 8, 10, 12]
+
+
+def test_wall_time_budget_stops_and_anneals(tmp_path, monkeypatch):
+    clock = {"t": 0.0}
+
+    def fake_clock() -> float:  # every reading is 3 s later: a step lasts 0.1-0.2 "minutes"
+        clock["t"] += 3.0
+        return clock["t"]
+    monkeypatch.setattr("meddiff.train.trainer.time.perf_counter", fake_clock)
+    cfg = config(tmp_path, "budget", steps=100, max_minutes=1.0, lr_schedule="cosine",
+                 warmup_steps=0, ckpt_every=50)
+    trainer = Trainer(make_model(), noisy_mse, ToyData(), cfg)
+    summary = trainer.fit()
+    assert summary["stopped"] == "time" and 1 < summary["steps"] < 20
+    assert summary["train_minutes"] >= 1.0
+    saved = load_checkpoint(cfg.out_dir)  # the final checkpoint is written at the stop
+    assert saved.step == summary["steps"] and saved.extra["minutes"] >= 1.0
+    with open(cfg.out_dir + "/log.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.2 * cfg.lr
+    again = Trainer(make_model(), noisy_mse, ToyData(), cfg).fit(resume=True)
+    assert again["start_step"] == again["steps"] == summary["steps"]  # budget already spent
 
 
 def test_data_order_does_not_depend_on_worker_count(tmp_path):

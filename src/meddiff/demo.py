@@ -16,16 +16,18 @@ from pathlib import Path
 
 import torch
 
-from meddiff import api
+from meddiff.data.writers import atomic_write
 from meddiff.eval import denoising as dn
-from meddiff.eval.figures import atomic_write, save_grid, save_panel
+from meddiff.eval.figures import save_grid, save_panel
+from meddiff.tasks.inputs import DEFAULT_MODEL, load_model
+from meddiff.tasks.prior import denoise, sample
 
 SIGMAS = (0.05, 0.1)
 
 
 def _diffusion_methods(model) -> dict[str, tuple[dn.Denoise, int, str]]:
     def with_prior(method: str, steps: int, seed: int):
-        return lambda y, sigma: api.denoise(model, y, sigma, method=method, steps=steps, seed=seed)
+        return lambda y, sigma: denoise(model, y, sigma, method=method, steps=steps, seed=seed)
 
     return {"diffusion Tweedie (1 step)": (with_prior("tweedie", 1, 0), 1, "E[x | x_t0]"),
             "diffusion DDPM from t0": (with_prior("ddpm", 10, 0), 10, "10 steps, 1 posterior sample")}
@@ -40,14 +42,14 @@ def _panel(path: Path, clean, noisy, outs: dict[str, torch.Tensor], index: int, 
                vmax=[1] * (len(cols) - 1) + [None], suptitle="held-out test slab")
 
 
-def run_demo(out_dir: str | Path, model_name: str = api.DEFAULT_MODEL, device: str = "auto",
+def run_demo(out_dir: str | Path, model_name: str = DEFAULT_MODEL, device: str = "auto",
              seed: int = 0, progress: bool = True) -> dict:
     """Run the demo; returns ``{"model", "samples", "rows", "seconds", "outputs"}``."""
     t_start = time.perf_counter()
     out = Path(out_dir)
-    model = api.load_model(model_name, device=device)
+    model = load_model(model_name, device=device)
     size = model.spec.image_size
-    samples = api.sample(model, n=16, sampler="ddim", steps=50, seed=seed, progress=progress)
+    samples = sample(model, n=16, sampler="ddim", steps=50, seed=seed, progress=progress)
     clean, val = dn.held_out("test", size, seed), dn.held_out("val", size, seed)
     rows, panels = [], {}
     for k, sigma in enumerate(SIGMAS):

@@ -1,16 +1,22 @@
 """Where to run: the ``--device auto|cpu|cuda`` choice of every command, as a ``torch.device``."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from meddiff.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(choice: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
     """``'auto'`` -> CUDA (``cuda:<local_rank>``) if available else CPU; ``'cuda'`` must exist.
-    A ``torch.device`` passes through unchanged."""
+    A ``torch.device`` passes through unchanged. torch is imported here, not at module level,
+    so that the CLI can offer :data:`DEVICE_CHOICES` without loading it."""
+    import torch
+
     if isinstance(choice, torch.device):
         return choice
     if choice not in DEVICE_CHOICES:

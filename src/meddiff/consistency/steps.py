@@ -37,12 +37,6 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
-def residual_norm(operator: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``||y - A x||_2`` per batch item: (B,) real."""
-    r = y - operator.A(x)
-    return r.abs().pow(2).reshape(r.shape[0], -1).sum(1).sqrt()
-
-
 def project(x: torch.Tensor, operator: LinearOperator, y: torch.Tensor,
             weight: float = 1.0) -> torch.Tensor:
     """``x + weight * A^+(y - A x)`` for x (B, C, H, W) real model space.
@@ -156,19 +150,6 @@ def gradient_callback(guide: MeasurementGradient, alpha: float,
         if then is None:
             return x
         return then(Step(step.i, step.t, step.t_next, x, step.x0))
-
-    return callback
-
-
-def chain(*callbacks: Callback) -> Callback:
-    """One callback running several in order, each on the state the previous returned."""
-
-    def callback(step: Step) -> torch.Tensor:
-        x = step.x
-        for cb in callbacks:
-            out = cb(Step(step.i, step.t, step.t_next, x, step.x0))
-            x = x if out is None else out
-        return x
 
     return callback
 

@@ -40,11 +40,6 @@ class Condition:
     class_labels: torch.Tensor | None = None
     context: torch.Tensor | None = None
 
-    def select(self, index: torch.Tensor | slice) -> "Condition":
-        """The condition of a sub-batch."""
-        pick = lambda v: None if v is None else v[index]  # noqa: E731
-        return Condition(pick(self.concat), pick(self.class_labels), pick(self.context))
-
 
 @dataclass
 class Prediction:

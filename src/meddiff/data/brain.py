@@ -18,12 +18,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from meddiff.data.writers import atomic_write
 from meddiff.errors import InputError
 
 _FILES = {k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
@@ -117,13 +117,10 @@ def _read_cache(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray], affine: np.ndarray) -> None:
+    """Store the derived arrays as an ``.npz`` (atomic); an unwritable cache is ignored."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, affine=affine, **arrays)
-        os.replace(tmp, path)
-    except OSError:
+        atomic_write(path, lambda fh: np.savez(fh, affine=affine, **arrays))
+    except InputError:
         pass  # an unwritable cache only costs the 0.5 s NIfTI decode next time
 
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import pydicom
 
+from meddiff.data.checks import input_error, library_error
 from meddiff.errors import InputError
 
 #: DICOM keywords copied into ``Image.meta`` (geometry / intensity only, no identifiers).
@@ -40,19 +41,6 @@ class Decoded(NamedTuple):
     spacing: tuple[float, ...]       # mm per array axis
     meta: dict                       # whitelisted, JSON-like values
     notes: tuple[str, ...]           # human-readable remarks on conversions applied
-
-
-def input_error(path: str | Path, problem: str) -> InputError:
-    """The one-line InputError every reader raises: ``<path>: <problem>``, whitespace folded."""
-    return InputError(" ".join(f"{path}: {problem}".split()))
-
-
-def library_error(path: str | Path, what: str, exc: BaseException) -> InputError:
-    """Wrap a third-party exception (pydicom, nibabel, zlib, ...) into a one-line InputError."""
-    detail = " ".join(str(exc).split()) or type(exc).__name__
-    if len(detail) > 200:
-        detail = detail[:197] + "..."
-    return input_error(path, f"{what} ({detail})")
 
 
 def is_dicom_file(path: Path) -> bool:

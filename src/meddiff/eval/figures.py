@@ -1,21 +1,20 @@
-"""Figure helpers for reports: image grids, comparison panels, overlays, curves.
+"""Figure helpers for reports: image grids, comparison panels, overlays, curves, bars and the
+segmentation panel.
 
 Matplotlib with the Agg canvas on standalone ``Figure`` objects (no pyplot, so no global figure
-state and nothing to close). Every file is written atomically: rendered into a temporary file in
-the destination folder, then moved over the target with ``os.replace`` (:func:`atomic_write`);
-on any error the temporary file is removed and an existing target is left untouched. The format follows the
-suffix: .png, .pdf, .svg, .jpg. Inputs may be numpy arrays or torch tensors; complex images are
-shown as magnitude. Grids and overlays take image space [0, 1] and clip to it for display;
-panels take any range (see ``vmin`` / ``vmax``).
+state and nothing to close); :func:`new_figure` and :func:`write_figure` are public for callers
+that draw their own figures. Every file is written atomically through the package's one writer,
+:func:`meddiff.data.writers.atomic_write` (temporary file in the destination folder, then
+``os.replace``); on any error the temporary file is removed and an existing target is left
+untouched. The format follows the suffix: .png, .pdf, .svg, .jpg. Inputs may be numpy arrays or
+torch tensors; complex images are shown as magnitude. Grids and overlays take image space
+[0, 1] and clip to it for display; panels take any range (see ``vmin`` / ``vmax``).
 """
 from __future__ import annotations
 
 import math
-import os
-import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
+from meddiff.data.writers import atomic_write
 from meddiff.errors import InputError
 
 FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
@@ -43,6 +43,7 @@ def _array(x, name: str) -> np.ndarray:
 
 
 def _target(path: str | Path) -> tuple[Path, str]:
+    """``(path, format)`` for a figure file; InputError for a suffix not in :data:`FORMATS`."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
@@ -51,37 +52,18 @@ def _target(path: str | Path) -> tuple[Path, str]:
     return path, fmt
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A standalone matplotlib ``Figure`` of ``width`` x ``height`` inches on an Agg canvas
+    (no pyplot state; nothing to close)."""
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Run ``write(fileobj)`` on a temporary file next to ``path``, then ``os.replace`` it there.
-
-    Parent folders are created; the file gets the usual permissions (the umask applies). On any
-    failure the temporary file is removed and an existing ``path`` is left untouched; OS errors
-    become InputError.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w+b") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _write(fig: Figure, path: Path, fmt: str, dpi: int) -> Path:
+def write_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Render ``fig`` to ``path`` (format from the suffix, see :data:`FORMATS`; tight bounding
+    box) atomically with :func:`meddiff.data.writers.atomic_write`. Returns the path."""
+    path, fmt = _target(path)
     return atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=dpi, bbox_inches="tight"))
 
 
@@ -124,7 +106,7 @@ def save_grid(path: str | Path, images, nrow: int = 8, title: str | None = None,
     ``nrow`` counts images per row (as in torchvision's ``make_grid``); tiles are separated by a
     2-pixel white border; values are clipped to [0, 1] and shown in grey.
     """
-    target = _target(path)
+    _target(path)  # refuse an unknown format before drawing
     x = _array(images, "images")
     if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] == 0:
         raise InputError(f"images must have shape (N, 1, H, W) with N >= 1, got {x.shape}")
@@ -140,13 +122,13 @@ def save_grid(path: str | Path, images, nrow: int = 8, title: str | None = None,
         y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
         mosaic[y0:y0 + h, x0:x0 + w] = np.clip(x[i, 0], 0.0, 1.0)
     scale = max(1.0, 96.0 / max(h, w)) / dpi  # inches per pixel; small tiles get enlarged
-    fig = _new_figure(max(2.0, mosaic.shape[1] * scale), max(2.0, mosaic.shape[0] * scale))
+    fig = new_figure(max(2.0, mosaic.shape[1] * scale), max(2.0, mosaic.shape[0] * scale))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title)
-    return _write(fig, *target, dpi=dpi)
+    return write_figure(fig, path, dpi=dpi)
 
 
 # ----------------------------------------------------------------------------- panel
@@ -179,7 +161,7 @@ def save_panel(path: str | Path, columns: Sequence[tuple[str, object]], vmin: Ra
     apply to them (their range is [min(0, e.min()), e.max()] unless given per column).
     suptitle and ``metrics`` (e.g. ``{"PSNR": 31.2, "SSIM": 0.91}``) form the figure title.
     """
-    target = _target(path)
+    _target(path)  # refuse an unknown format before drawing
     if not columns:
         raise InputError("save_panel needs at least one column")
     imgs = [_image2d(a, f"column {t!r}") for t, a in columns]
@@ -190,7 +172,7 @@ def save_panel(path: str | Path, columns: Sequence[tuple[str, object]], vmin: Ra
     shared = not isinstance(vmin, Sequence) and not isinstance(vmax, Sequence)
     lo, hi = _per_column(vmin, n, "vmin"), _per_column(vmax, n, "vmax")
     cm, ecm = _cmap(cmap), _cmap(error_cmap)
-    fig = _new_figure(2.6 * n, 2.9)
+    fig = new_figure(2.6 * n, 2.9)
     axes = fig.subplots(1, n, squeeze=False)[0]
     for i, ((title, _), img, ax) in enumerate(zip(columns, imgs, axes)):
         is_err = i in errs
@@ -206,7 +188,7 @@ def save_panel(path: str | Path, columns: Sequence[tuple[str, object]], vmin: Ra
     text = _suptitle(suptitle, metrics)
     if text:
         fig.suptitle(text, fontsize=11)
-    return _write(fig, *target, dpi=dpi)
+    return write_figure(fig, path, dpi=dpi)
 
 
 # ----------------------------------------------------------------------------- overlay
@@ -221,7 +203,7 @@ def save_overlay(path: str | Path, image, mask_or_prob, alpha: float = 0.5,
     map in [0, 1] (probability / anomaly score) is coloured with ``cmap`` with opacity
     ``alpha * p``, so p = 0 is transparent and p = 1 has opacity ``alpha``.
     """
-    target = _target(path)
+    _target(path)  # refuse an unknown format before drawing
     img = np.clip(_image2d(image, "image"), 0.0, 1.0)
     is_mask = (mask_or_prob.dtype == torch.bool or not mask_or_prob.is_floating_point()) \
         if isinstance(mask_or_prob, torch.Tensor) else np.asarray(mask_or_prob).dtype.kind in "biu"
@@ -237,14 +219,14 @@ def save_overlay(path: str | Path, image, mask_or_prob, alpha: float = 0.5,
     else:
         rgba = _cmap(cmap)(p)
     rgba[..., 3] = alpha * p
-    fig = _new_figure(4.0, 4.3 if title else 4.0)
+    fig = new_figure(4.0, 4.3 if title else 4.0)
     ax = fig.add_subplot()
     ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.imshow(rgba, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title)
-    return _write(fig, *target, dpi=dpi)
+    return write_figure(fig, path, dpi=dpi)
 
 
 # ----------------------------------------------------------------------------- curve
@@ -257,7 +239,7 @@ def save_curve(path: str | Path, xs, ys_by_label: Mapping[str, object], xlabel: 
     xs: (n,) numbers; ys_by_label: {label: (n,) numbers}, one line each (markers when n <= 30);
     ``logx`` needs positive xs.
     """
-    target = _target(path)
+    _target(path)  # refuse an unknown format before drawing
     x = _array(xs, "xs").ravel()
     if not ys_by_label:
         raise InputError("save_curve needs at least one series")
@@ -267,7 +249,7 @@ def save_curve(path: str | Path, xs, ys_by_label: Mapping[str, object], xlabel: 
         raise InputError(f"series {bad} do not have the {x.size} values of xs")
     if logx and (x <= 0).any():
         raise InputError("logx needs strictly positive xs")
-    fig = _new_figure(5.0, 3.6)
+    fig = new_figure(5.0, 3.6)
     ax = fig.add_subplot()
     for label, y in series.items():
         ax.plot(x, y, marker="o" if x.size <= 30 else None, markersize=3, label=label)
@@ -279,7 +261,7 @@ def save_curve(path: str | Path, xs, ys_by_label: Mapping[str, object], xlabel: 
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _write(fig, *target, dpi=dpi)
+    return write_figure(fig, path, dpi=dpi)
 
 
 # ----------------------------------------------------------------------------- bars
@@ -288,13 +270,13 @@ def save_curve(path: str | Path, xs, ys_by_label: Mapping[str, object], xlabel: 
 def save_bars(path: str | Path, values: Mapping[str, float], ylabel: str, title: str | None = None,
               logy: bool = False, dpi: int = 100) -> Path:
     """Horizontal bar chart of named values (e.g. FD-MedEnc of several image sets), labelled."""
-    target = _target(path)
+    _target(path)  # refuse an unknown format before drawing
     if not values:
         raise InputError("save_bars needs at least one value")
     names, vals = list(values), _array(list(values.values()), "values").ravel()
     if logy and (vals <= 0).any():
         raise InputError("a log axis needs strictly positive values")
-    fig = _new_figure(6.0, 0.5 * len(names) + 1.2)
+    fig = new_figure(6.0, 0.5 * len(names) + 1.2)
     ax = fig.add_subplot()
     ax.barh(range(len(names)), vals, color="#4c72b0")
     ax.set_yticks(range(len(names)), names, fontsize=9)
@@ -307,4 +289,47 @@ def save_bars(path: str | Path, values: Mapping[str, float], ylabel: str, title:
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _write(fig, *target, dpi=dpi)
+    return write_figure(fig, path, dpi=dpi)
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def save_segment_panel(path: str | Path, image01, mean, var, title: str | None = None,
+                       dpi: int = 100) -> Path:
+    """Three panels of one slice of a segmentation ensemble (Wolleb et al. 2022, MIDL):
+
+    1. ``image01`` (H, W) in image space [0, 1] (clipped), grey;
+    2. the image with the ensemble's mean mask ``mean`` (H, W, clipped to [0, 1]) drawn in red
+       with opacity 0.6 x mean, and the mean's 0.5 contour in yellow (when it crosses 0.5);
+    3. the per-pixel variance ``var`` (H, W, >= 0; at most 0.25 for binary samples), magma,
+       range [0, max(var.max(), 1e-6)], with a colour bar.
+
+    ``title`` (optional) is the figure title. Inputs may be numpy arrays or torch tensors with
+    leading singleton axes; shapes must agree. Atomic; returns the path.
+    """
+    _target(path)  # refuse an unknown format before drawing
+    img = np.clip(_image2d(image01, "image"), 0.0, 1.0)
+    m = np.clip(_image2d(mean, "mean mask"), 0.0, 1.0)
+    v = _image2d(var, "variance")
+    if not img.shape == m.shape == v.shape:
+        raise InputError(f"shape mismatch: image {img.shape}, mean mask {m.shape}, "
+                         f"variance {v.shape}")
+    fig = new_figure(7.8, 2.9)
+    axes = fig.subplots(1, 3)
+    rgba = np.zeros(m.shape + (4,))
+    rgba[..., 0], rgba[..., 3] = 1.0, 0.6 * m
+    for ax, t in zip(axes, ("image", "mean mask (>= 0.5 contour)", "variance")):
+        ax.set_title(t, fontsize=10)
+        _hide_axes(ax)
+    axes[0].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[1].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[1].imshow(rgba, interpolation="nearest")
+    if m.min() < 0.5 <= m.max():
+        axes[1].contour(m, levels=[0.5], colors="yellow", linewidths=0.8)
+    im = axes[2].imshow(v, cmap="magma", vmin=0.0, vmax=max(float(v.max()), 1e-6),
+                        interpolation="nearest")
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return write_figure(fig, path, dpi=dpi)

@@ -3,8 +3,8 @@
 This is *not* FID. FID (Heusel et al. 2017, arXiv:1706.08500) uses an ImageNet Inception-v3 whose
 weights would have to be downloaded and which has never seen an MR image. FD-MedEnc applies the same
 Fréchet distance to the 128-d features of :class:`FeatureEncoder`, a small CNN that meddiff trains
-itself on its built-in brain slices (``scripts/train_feature_encoder.py``; weights bundled as
-``meddiff/zoo/weights/feature_encoder.safetensors`` with a JSON card next to them). Values are only
+itself on its built-in brain slices (``meddiff train configs/feature_encoder.yaml``; weights
+bundled as ``meddiff/zoo/weights/feature_encoder.safetensors`` with a JSON card next to them). Values are only
 comparable between runs that use the same encoder weights *and* the same number of images (the
 estimator is biased for finite samples; Chong & Forsyth 2020, arXiv:1911.07023).
 
@@ -25,9 +25,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from meddiff.data.writers import atomic_write
 from meddiff.errors import InputError
 from meddiff.nets.feature_encoder import FeatureEncoder
-from meddiff.eval.figures import atomic_write
 
 #: Where the trained encoder weights are bundled (a JSON model card lies next to them).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "feature_encoder.safetensors"
@@ -49,7 +49,7 @@ def load_feature_encoder(path: str | Path | None = None) -> FeatureEncoder:
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise InputError(f"FD-MedEnc encoder weights not found at {path}; "
-                         "train them with `python scripts/train_feature_encoder.py`")
+                         "train them with `meddiff train configs/feature_encoder.yaml`")
     encoder = FeatureEncoder()
     try:
         encoder.load_state_dict(load_file(str(path)), strict=True)

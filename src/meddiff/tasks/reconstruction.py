@@ -1,23 +1,22 @@
 """Reconstruction of undersampled MRI and sparse-view / low-dose CT: the task behind
-``meddiff reconstruct`` and ``bench/reconstruction.py``.
+``meddiff reconstruct`` (:func:`reconstruct_file`) and ``bench/reconstruction.py``.
 
-    import meddiff.api as md
+    from meddiff.physics.acquisition import simulate_mri
     from meddiff.tasks import reconstruction as rt
-    model = md.load_model("brain-prior-64")
-    image01, geometry = rt.read_image("t1.nii.gz", model.spec.image_size)     # (N, 1, 64, 64)
-    op, y = rt.simulate_mri(image01, mask="random", acceleration=4, seed=0)
+    from meddiff.tasks.inputs import load_model, read_slices
+    model = load_model("brain-prior-64")
+    image01 = read_slices("t1.nii.gz", model.spec.image_size).images          # (N, 1, 64, 64)
+    op, y = simulate_mri(image01, mask="random", acceleration=4, seed=0)
     res = rt.run(model, op, y, "score-mri", steps=100, seed=0)                # res.image01
     base = rt.run(None, op, y, "zero-filled")
-    metrics = rt.write_outputs("recon.nii.gz", res, image01, base.image01, geometry)
 
-Measurement convention (explicit, used by every function here): the operator acts on images in
-*image space* and ``y`` is the measurement of the image-space image -- for MRI the k-space of
-the [0, 1] image (cast to complex, or a complex image whose magnitude is about [0, 1] for real
-k-space scaled by :func:`measurement_from_kspace`), for CT the sinogram of the [0, 1] image.
-Baselines use ``y`` as it is; :func:`run` converts it for the diffusion methods to the
-measurement of the *model-space* image ``2 x - 1`` with
-:meth:`~meddiff.consistency.views.RealView.model_measurement` (``2 y - A(1)``), the input
-:func:`meddiff.methods.recon.reconstruct` expects, and maps the result back to [0, 1].
+Measurement convention: the operator acts on images in *image space* and ``y`` is the
+measurement of the image-space image (:mod:`meddiff.physics.acquisition`; real k-space scaled
+by :func:`meddiff.physics.kspace.measurement_from_kspace`). Baselines use ``y`` as it is; for
+the diffusion methods :func:`run` converts it to the measurement of the *model-space* image
+``2 x - 1`` with :meth:`~meddiff.consistency.views.RealView.model_measurement` (``2 y -
+A(1)``), the input of :func:`meddiff.methods.reconstruction.interface.reconstruct`, and maps
+the result back to [0, 1].
 
 Complex images: a complex prior (``spec.intensity == "complex"``, e.g. ``mri-complex-64``)
 reconstructs the complex image as two channels (``view="channels"``, model space = image
@@ -29,263 +28,46 @@ fully sampled k-space centre (:class:`~meddiff.physics.mri.PhaseModulated`), and
 2110.05243, sec. 3.3). Results are magnitude images in [0, 1] (``real`` / ``phase``: the real
 part of the reconstructed real image).
 
-Sizes: the images must have the model's size. :func:`read_image` refuses other sizes unless
-``resize=True`` (bilinear resampling of :func:`meddiff.api.read_slices`; outputs are resampled
-back to the file's grid); k-space is never resampled (refused when its size differs).
+Sizes: the images must have the model's size; :func:`reconstruct_file` refuses other sizes
+unless ``resize=True`` (outputs are resampled back to the file's grid); k-space is never
+resampled (refused when its size differs).
 """
 from __future__ import annotations
 
-import math
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
-from meddiff.consistency.steps import operator_norm_sq
 from meddiff.consistency.views import RealView
 from meddiff.data.intensity import image_space, model_space
-from meddiff.data.io import KSpace, save_nifti
+from meddiff.data.writers import save_nifti
 from meddiff.errors import InputError
-from meddiff.eval.figures import save_panel
 from meddiff.eval.metrics import nmse_batch, psnr_batch, ssim_batch
-from meddiff.methods.baselines import cs_tv
-from meddiff.methods.recon import METHODS, reconstruct
-from meddiff.methods.unet_recon import unet_recon
-from meddiff.physics import (GaussianNoise, MultiCoilMRI, ParallelBeamCT, PhaseModulated,
-                             SingleCoilMRI, estimate_phase,
-                             SparseViewCT, TransmissionPoisson, birdcage_maps,
-                             calibration_region, equispaced_mask_1d, estimate_sensitivity_maps,
-                             ifft2c, poisson_disc_mask_2d, random_mask_1d, rss)
+from meddiff.methods import registry
+from meddiff.methods.reconstruction.interface import Problem, reconstruct
+from meddiff.physics.acquisition import (DEFAULT_ACCELERATION, check_acceleration, is_ct,
+                                         simulate_ct, simulate_mri)
 from meddiff.physics.base import LinearOperator
-from meddiff.physics.ct import MU_WATER_PER_MM
-from meddiff.physics.masks import as_binary_mask
+from meddiff.physics.kspace import measurement_from_kspace
+from meddiff.physics.mri import MultiCoilMRI, PhaseModulated, SingleCoilMRI, estimate_phase
+from meddiff.physics.noise import GaussianNoise
+from meddiff.tasks.inputs import load_model, read_slices
+from meddiff.tasks.outputs import Grid, output_paths, reconstruction_panel, to_file_grid
+from meddiff.zoo.catalogue import bundled
+from meddiff.zoo.store import load
 
-DIFFUSION_METHODS = tuple(METHODS)  # score-mri, song, mcg, dps, diffuserecon, langevin
-BASELINES = ("zero-filled", "fbp", "cs", "unet")
-METHOD_NAMES = ("score-mri", "song", "mcg", "diffuserecon", "langevin", "dps") + BASELINES
-MASKS: dict[str, Callable[..., torch.Tensor]] = {
-    "random": random_mask_1d, "equispaced": equispaced_mask_1d, "poisson": poisson_disc_mask_2d}
 DEFAULT_MODELS = {"mri": "brain-prior-64", "ct": "ct-prior-64"}  # the bundled priors per modality
-DEFAULT_ACCELERATION = 4.0
-FULL_VIEWS = 180          # "full" CT sampling when only the dose is reduced
-FULL_DOSE_I0 = 1e5        # blank-scan counts per detector bin at dose 1
-CT_FOV_MM = 200.0         # the image's field of view
-CT_MU_MAX = 2.0           # image value 1 = twice water's attenuation (HU 1000, head-CT window)
-MIN_ACS = 3               # calibration rows / columns needed to estimate coil maps
-CS_LAM = {"mri": 0.03, "ct": 1e-4}  # default TV weight relative to ||A||^2 (val-slab scale)
-CS_ITERS = 300
+KSPACE_SUFFIXES = (".h5", ".hdf5")
 
 
-# ---------------------------------------------------------------------------------- checks
-def _check_image01(image01, allow_complex: bool = False) -> torch.Tensor:
-    """``image01`` must be a real float tensor (B, 1, H, W) in [0, 1] without NaN (or, when
-    ``allow_complex``, a complex one of magnitude <= 1)."""
-    ok_complex = allow_complex and torch.is_tensor(image01) and image01.is_complex()
-    if not torch.is_tensor(image01) or not (ok_complex or image01.is_floating_point()):
-        kind = image01.dtype if torch.is_tensor(image01) else type(image01).__name__
-        raise InputError(f"the image must be a real float tensor, got {kind}")
-    if ok_complex:
-        _check_image01(image01.abs(), False)
-        return image01.to(torch.complex64)
-    if image01.dim() != 4 or image01.shape[1] != 1 or min(image01.shape[-2:]) < 2:
-        raise InputError(f"the image must have shape (B, 1, H, W), got {tuple(image01.shape)}")
-    if not bool(torch.isfinite(image01).all()):
-        raise InputError("the image contains NaN or Inf values")
-    if float(image01.min()) < -1e-6 or float(image01.max()) > 1 + 1e-6:
-        raise InputError("the image must be in image space [0, 1], got range "
-                         f"{float(image01.min()):.3g}..{float(image01.max()):.3g}")
-    return image01.float()
+def baselines() -> tuple[str, ...]:
+    """The registered reconstruction baselines (also the warm-start ``init`` choices)."""
+    return tuple(n for n, i in registry.methods("reconstruction").items() if i.baseline)
 
 
-def check_acceleration(acceleration) -> float:
-    """The acceleration as a float; InputError unless it is a finite number >= 1."""
-    try:
-        r = float(acceleration)
-    except (TypeError, ValueError):
-        raise InputError(f"acceleration must be a number >= 1, got {acceleration!r}") from None
-    if not (math.isfinite(r) and r >= 1):
-        raise InputError(f"acceleration must be >= 1, got {acceleration}")
-    return r
-
-
-def make_mask(kind: str, shape: tuple[int, int], acceleration: float, seed: int) -> torch.Tensor:
-    """Sampling mask (H, W) bool: ``random`` / ``equispaced`` 1D column masks (fastMRI) or a
-    ``poisson`` variable-density 2D Poisson-disc mask, ``acceleration`` R >= 1, reproducible
-    from ``seed`` (see :mod:`meddiff.physics.masks`)."""
-    if kind not in MASKS:
-        raise InputError(f"unknown mask {kind!r}; choose from {', '.join(MASKS)}")
-    return MASKS[kind](tuple(shape), check_acceleration(acceleration), seed=seed)
-
-
-def ct_scale(size: int) -> float:
-    """Attenuation per pixel of image value 1 (``CT_MU_MAX`` x water over a ``CT_FOV_MM`` field
-    of view, the image space of :class:`~meddiff.data.modalities.HeadCTSlices`): central line
-    integrals of a head then reach about 4 (see
-    :func:`~meddiff.physics.ct.hu_to_attenuation`)."""
-    return CT_MU_MAX * MU_WATER_PER_MM * CT_FOV_MM / size
-
-
-def is_ct(operator: LinearOperator) -> bool:
-    """Whether ``operator`` is parallel-beam CT (baseline FBP) rather than MRI (zero-filled)."""
-    return isinstance(operator, ParallelBeamCT)
-
-
-# ---------------------------------------------------------------------------------- simulation
-def simulate_mri(image01: torch.Tensor, mask: str = "random",
-                 acceleration: float = DEFAULT_ACCELERATION, coils: int = 1,
-                 noise_std: float = 0.0, seed: int = 0) -> tuple[LinearOperator, torch.Tensor]:
-    """Undersampled Cartesian k-space of image-space images.
-
-    ``image01``: (B, 1, H, W) float in [0, 1], cast to complex (a real-valued image), or
-    complex with magnitude <= 1 (an image with phase, e.g. from
-    :class:`~meddiff.data.modalities.ComplexBrainSlices`).
-    ``coils = 1``: :class:`~meddiff.physics.mri.SingleCoilMRI`; ``coils > 1``:
-    :class:`~meddiff.physics.mri.MultiCoilMRI` with simulated birdcage sensitivities (RSS 1).
-    ``noise_std``: complex Gaussian k-space noise (image-space units, orthonormal FFT), on
-    sampled entries only. Mask and noise are reproducible from ``seed``.
-
-    Returns ``(operator, y)``: ``y = restrict(noise(A x))`` complex (B, coils, H, W), the
-    measurement of the *image-space* image (see the module docstring).
-    """
-    x = _check_image01(image01, allow_complex=True)
-    if not (isinstance(coils, int) and coils >= 1):
-        raise InputError(f"coils must be an integer >= 1, got {coils!r}")
-    if not noise_std >= 0:
-        raise InputError(f"noise_std must be >= 0, got {noise_std}")
-    shape = tuple(x.shape[-2:])
-    m = make_mask(mask, shape, acceleration, seed)
-    noise = GaussianNoise(noise_std) if noise_std > 0 else None
-    op = SingleCoilMRI(m, noise) if coils == 1 else \
-        MultiCoilMRI(m, birdcage_maps(shape, coils), noise)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    return op, op.forward(x.to(torch.complex64), gen)
-
-
-def simulate_ct(image01: torch.Tensor, views: int | None = None, dose: float | None = None,
-                seed: int = 0) -> tuple[LinearOperator, torch.Tensor]:
-    """Parallel-beam sinogram of image-space images, sparse-view and / or low-dose.
-
-    ``image01``: (B, 1, H, W) float in [0, 1]. ``views``: number of angles uniform over
-    [0, pi) (:class:`~meddiff.physics.ct.SparseViewCT`; default ``FULL_VIEWS``). ``dose``: the
-    fraction of the full dose (blank scan ``FULL_DOSE_I0 * dose`` counts per bin): the line
-    integrals of the attenuation ``ct_scale(H) * x`` get transmission Poisson noise
-    (:class:`~meddiff.physics.noise.TransmissionPoisson`, Beer-Lambert + log) and are scaled
-    back; ``None``: noiseless. Returns ``(operator, y)`` with ``y`` (B, 1, views, detectors)
-    float32, the sinogram of the image-space image (see the module docstring).
-    """
-    x = _check_image01(image01)
-    n_views = FULL_VIEWS if views is None else views
-    if not (isinstance(n_views, int) and n_views >= 1):
-        raise InputError(f"views must be an integer >= 1, got {views!r}")
-    if dose is not None and not (math.isfinite(dose) and dose > 0):
-        raise InputError(f"dose must be a fraction of the full dose > 0, got {dose}")
-    op = SparseViewCT(n_views, tuple(x.shape[-2:]))
-    y = op.A(x)
-    if dose is not None:
-        k = ct_scale(max(x.shape[-2:]))
-        gen = torch.Generator(device=x.device).manual_seed(seed)
-        y = TransmissionPoisson(FULL_DOSE_I0 * dose)(k * y, gen) / k
-    return op, y
-
-
-# ---------------------------------------------------------------------------------- k-space
-def _file_mask(ks: KSpace, sampled: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """The file's mask (H, W) bool, checked against the data; all ones (fully sampled, the
-    fastMRI convention: zero-padded k-space edges are not undersampling) if it has none."""
-    if ks.mask is None:
-        return torch.ones(hw, dtype=torch.bool)
-    try:
-        mask = np.broadcast_to(np.asarray(ks.mask), hw).copy()
-    except ValueError:
-        raise InputError(f"mask shape {np.shape(ks.mask)} does not match k-space (H, W) = "
-                         f"{hw}") from None
-    m = as_binary_mask(mask)
-    outside = int((sampled & ~m).sum())
-    if outside:
-        raise InputError(f"k-space has data at {outside} positions outside its sampling mask")
-    return m
-
-
-def _coil_maps(ksp: torch.Tensor, mask: torch.Tensor, coil_maps) -> torch.Tensor:
-    if coil_maps is not None:
-        return torch.as_tensor(coil_maps)
-    try:
-        rows, cols = calibration_region(mask)
-        ok = rows.stop - rows.start >= MIN_ACS and cols.stop - cols.start >= MIN_ACS
-    except InputError:
-        ok = False
-    if not ok:
-        raise InputError("multi-coil k-space needs coil sensitivity maps or a fully sampled "
-                         f"calibration region (at least {MIN_ACS}x{MIN_ACS} at the k-space "
-                         "centre) to estimate them")
-    return estimate_sensitivity_maps(ksp * mask, mask)
-
-
-def measurement_from_kspace(ks: KSpace, mask: str = "random", acceleration: float | None = None,
-                            seed: int = 0, coil_maps=None, size: int | None = None
-                            ) -> tuple[LinearOperator, torch.Tensor, torch.Tensor | None]:
-    """Operator and measurement from real k-space (fastMRI layout, :func:`load_kspace`).
-
-    ``ks.kspace`` complex (slices, coils, H, W). Undersampled data (the file's ``mask`` has
-    zeros) are used with that mask, and then ``acceleration`` must be None. Fully sampled data
-    (no ``mask``, or one of all ones) are undersampled retrospectively with ``mask`` /
-    ``acceleration`` (default 4) and ``seed``, and give a reference. Multi-coil data need
-    ``coil_maps`` (C, H, W) / (slices, C, H, W), or a fully sampled calibration region
-    from which they are estimated (:func:`~meddiff.physics.coils.estimate_sensitivity_maps`).
-    ``size``: the model's image size; k-space of another size is refused (never resampled).
-
-    Scaling: k-space is divided by the 99.5th percentile of the fully sampled root-sum-of-squares
-    image (undersampled: the zero-filled one), so images are about [0, 1] (image space).
-    Returns ``(operator, y, reference01)``: ``y`` complex64 (slices, coils, H, W) of the scaled
-    image; ``reference01`` (slices, 1, H, W) in [0, 1] (RSS of the fully sampled data, or the
-    file's ``reconstruction_rss`` when it has the k-space's H x W) or None. Use ``view="batch"``
-    in :func:`run` (images with phase).
-    """
-    k = ks.kspace
-    if not isinstance(k, np.ndarray) or k.dtype.kind != "c" or k.ndim != 4:
-        got = f"{k.dtype} {k.shape}" if isinstance(k, np.ndarray) else type(k).__name__
-        raise InputError(f"k-space must be a complex array (slices, coils, H, W), got {got}")
-    bad = int(k.size - np.count_nonzero(np.isfinite(k)))
-    if bad:
-        raise InputError(f"k-space contains {bad} NaN/Inf value(s)")
-    hw = tuple(k.shape[-2:])
-    if size is not None and hw != (size, size):
-        raise InputError(f"k-space is {hw[0]}x{hw[1]} but the model takes {size}x{size}; "
-                         "k-space is not resampled (crop or resample the data first)")
-    if acceleration is not None:
-        check_acceleration(acceleration)
-    ksp = torch.from_numpy(k.astype(np.complex64))
-    sampled = ksp.abs().sum(dim=(0, 1)) > 0
-    if not bool(sampled.any()):
-        raise InputError("k-space is all zeros")
-    have = _file_mask(ks, sampled, hw)
-    full = bool(have.all())
-    if full:
-        m = make_mask(mask, hw, DEFAULT_ACCELERATION if acceleration is None else acceleration,
-                      seed)
-    elif acceleration is not None:
-        r = hw[0] * hw[1] / int(have.sum())
-        raise InputError(f"the k-space is already undersampled ({r:.2f}x, its own mask); "
-                         "do not give an acceleration")
-    else:
-        m = have
-    image = rss(ifft2c(ksp * m if not full else ksp))
-    scale = float(np.percentile(image.numpy(), 99.5)) or 1.0
-    ksp = ksp / scale
-    op = SingleCoilMRI(m) if ksp.shape[1] == 1 else MultiCoilMRI(m, _coil_maps(ksp, m, coil_maps))
-    reference = None
-    if full:
-        reference = (image / scale).clamp(0, 1)
-    elif ks.reference is not None and tuple(ks.reference.shape[-2:]) == hw:
-        reference = (torch.from_numpy(np.asarray(ks.reference, np.float32))[:, None] / scale)
-        reference = reference.clamp(0, 1)
-    return op, op.restrict(ksp), reference
-
-
-# ---------------------------------------------------------------------------------- running
 @dataclass
 class Result:
     """A reconstruction in image space: ``image01`` (B, 1, H, W) float32 in [0, 1] (magnitude),
@@ -298,33 +80,36 @@ class Result:
     seconds: float
 
 
-def baseline(operator: LinearOperator, y: torch.Tensor, name: str,
-             lam: float | None = None) -> torch.Tensor:
-    """A classical reconstruction in the operator's domain and image-space units:
-    ``zero-filled`` (MRI, ``A^H y``), ``fbp`` (CT, ramp filter), ``cs``
-    (:func:`~meddiff.methods.baselines.cs_tv` started from the former, TV weight
-    ``lam * ||A||^2``, default :data:`CS_LAM` of the modality) or ``unet`` (the bundled
-    supervised network applied to the former, :mod:`meddiff.methods.unet_recon`)."""
-    ct = is_ct(operator)
-    if name == "fbp" and not ct:
-        raise InputError("fbp needs a CT operator; use zero-filled for MRI")
-    if name == "zero-filled" and ct:
-        raise InputError("zero-filled is the MRI baseline; use fbp for CT")
-    direct = operator.fbp(y) if ct else operator.A_adjoint(y)
-    if name in ("zero-filled", "fbp"):
-        return direct
-    if name == "unet":
-        return unet_recon(direct, "ct" if ct else "mri")
-    if name != "cs":
-        raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
-    lam = CS_LAM["ct" if ct else "mri"] if lam is None else lam
-    if not lam >= 0:
-        raise InputError(f"the CS-TV weight must be >= 0, got {lam}")
-    norm_sq = operator_norm_sq(operator, direct) * 1.05
-    return cs_tv(operator, y, lam=lam * norm_sq, n_iter=CS_ITERS, init=direct,
-                 op_norm_sq=norm_sq)
+# ---------------------------------------------------------------------------------- baselines
+@functools.lru_cache(maxsize=4)
+def recon_unet(modality: str, size: int) -> torch.nn.Module:
+    """The bundled supervised UNet ``recon-unet-{modality}-{size}`` (CPU, eval mode)."""
+    name = f"recon-unet-{modality}-{size}"
+    if name not in bundled("recon-unet"):
+        raise InputError(f"no bundled supervised {modality.upper()} UNet for {size} px images "
+                         f"({name})")
+    return load(name, kind="recon-unet").net
 
 
+def _image_size(operator: LinearOperator) -> int:
+    return int(operator.img_shape[-1] if is_ct(operator) else operator.mask.shape[-1])
+
+
+def baseline(operator: LinearOperator, y: torch.Tensor, name: str, lam: float | None = None,
+             net: torch.nn.Module | None = None) -> torch.Tensor:
+    """A registered baseline (:mod:`meddiff.methods.reconstruction.baselines`) in the
+    operator's domain and image-space units: ``zero-filled`` (MRI), ``fbp`` (CT), ``cs``
+    (TV weight ``lam * ||A||^2``) or ``unet`` (``net``, default the bundled UNet of the
+    modality and size)."""
+    if name not in baselines():
+        raise InputError(f"unknown baseline {name!r}; choose from {', '.join(baselines())}")
+    opts = {"lam": lam} if name == "cs" else {}
+    if name == "unet" and net is None:
+        net = recon_unet("ct" if is_ct(operator) else "mri", _image_size(operator))
+    return registry.get("reconstruction", name)(Problem(net, operator, y), **opts).x
+
+
+# ---------------------------------------------------------------------------------- running
 def _magnitude01(z: torch.Tensor) -> torch.Tensor:
     return (z.abs() if z.is_complex() else z).float().clamp(0, 1).cpu()
 
@@ -358,26 +143,26 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
     """Reconstruct image-space images from ``y`` (the measurement of the image-space image).
 
     Args:
-        model: a loaded model (:func:`meddiff.api.load_model`) or a denoiser; unused (may be
-            None) for the baselines ``zero-filled`` (MRI), ``fbp`` (CT) and ``cs`` (CS-TV).
-        method: one of :data:`METHOD_NAMES`.
+        model: a loaded model (:func:`meddiff.tasks.inputs.load_model`) or a denoiser; unused
+            (may be None) for the baselines.
+        method: a registered reconstruction method (diffusion or baseline).
         steps: reverse steps of a diffusion method (over ``[0, t0]`` with a warm start).
-        t0, init: CCDF warm start (Chung, Sim & Ye 2022, arXiv 2112.05146): start at time
-            ``t0`` from the forward-diffused ``init`` baseline (``zero-filled`` / ``fbp`` /
-            ``cs``; default zero-filled for MRI, fbp for CT).
+        t0, init: R8 warm start (Chung, Sim & Ye 2022, arXiv 2112.05146): start at time
+            ``t0`` from the forward-diffused ``init`` baseline (default zero-filled for MRI,
+            fbp for CT).
         seed: the diffusion sampler's seed.
         view: for MRI with a real-valued prior ``real`` (default), ``phase`` or ``batch``;
             a complex prior always uses ``channels`` (module docstring).
-        cs_lam: CS-TV weight relative to ``||A||^2`` (method ``cs`` and ``init="cs"``; default
-            :data:`CS_LAM` of the modality).
-        **opts: the diffusion method's own options (:mod:`meddiff.methods.recon`).
+        cs_lam: CS-TV weight relative to ``||A||^2`` (method ``cs`` and ``init="cs"``).
+        **opts: the diffusion method's own options (:mod:`meddiff.methods.reconstruction`).
     Returns:
         :class:`Result` with (B, 1, H, W) images in [0, 1] on the CPU.
     """
-    if method not in METHOD_NAMES:
-        raise InputError(f"unknown method {method!r}; choose from {', '.join(METHOD_NAMES)}")
+    names = registry.methods("reconstruction")
+    if method not in names:
+        raise InputError(f"unknown method {method!r}; choose from {', '.join(names)}")
     start = time.perf_counter()
-    if method in BASELINES:
+    if names[method].baseline:
         if t0 is not None or init is not None:
             raise InputError(f"{method} takes no warm start (t0 / init)")
         z = baseline(operator, y, method, cs_lam)
@@ -441,46 +226,6 @@ def run_coil_by_coil(model, operator: MultiCoilMRI, y: torch.Tensor, method: str
 
 
 # ---------------------------------------------------------------------------------- outputs
-@dataclass
-class Geometry:
-    """Where results go: ``affine`` (4x4, index -> RAS+ mm) and ``restore`` mapping slices
-    (N, 1, S, S) in [0, 1] onto the file's grid and intensity units (2D, or 3D slice axis
-    last), e.g. :meth:`meddiff.api.Slices.restore`."""
-
-    affine: np.ndarray
-    restore: Callable[[torch.Tensor], np.ndarray]
-
-    @staticmethod
-    def plain() -> Geometry:
-        """Identity affine, image-space values, slices stacked along the last axis."""
-        def restore(x: torch.Tensor) -> np.ndarray:
-            vol = x[:, 0].numpy()
-            return vol[0] if len(vol) == 1 else np.moveaxis(vol, 0, -1)
-        return Geometry(np.eye(4), restore)
-
-
-def read_image(path: str, size: int, resize: bool = False) -> tuple[torch.Tensor, Geometry]:
-    """Every 2D slice of an image file as (N, 1, size, size) in [0, 1] (percentile-normalised)
-    and its :class:`Geometry`; other sizes are refused unless ``resize`` (bilinear;
-    :func:`meddiff.api.read_slices`)."""
-    from meddiff import api
-
-    sl = api.read_slices(path, size, resize=resize)
-    return sl.images, Geometry(np.asarray(sl.image.affine), sl.restore)
-
-
-def output_paths(out_path: str | Path) -> tuple[Path, Path, Path]:
-    """``(recon, std, panel)`` paths for ``out.nii[.gz]``: ``out_std.nii[.gz]``, ``out.png``."""
-    out = Path(out_path)
-    name = out.name
-    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else ".nii" \
-        if name.lower().endswith(".nii") else None
-    if suffix is None or len(name) == len(suffix):
-        raise InputError(f"{out}: the output must be a NIfTI file name (.nii or .nii.gz)")
-    stem = name[:-len(suffix)]
-    return out, out.with_name(f"{stem}_std{suffix}"), out.with_name(f"{stem}.png")
-
-
 def metrics(image01: torch.Tensor, reference01: torch.Tensor) -> dict[str, float]:
     """Mean PSNR / SSIM (data range 1) and NMSE over slices, image space."""
     return {"psnr": float(psnr_batch(image01, reference01, 1.0).mean()),
@@ -489,37 +234,132 @@ def metrics(image01: torch.Tensor, reference01: torch.Tensor) -> dict[str, float
 
 
 def write_outputs(out_path: str | Path, result: Result, reference01: torch.Tensor | None,
-                  baseline01: torch.Tensor, geometry: Geometry, baseline_name: str = "zero-filled",
+                  baseline01: torch.Tensor, grid: Grid, baseline_name: str = "zero-filled",
                   method: str = "reconstruction") -> dict[str, dict[str, float]]:
-    """Write the reconstruction NIfTI (file grid and units via ``geometry``), the std map
+    """Write the reconstruction NIfTI (the file's grid and units), the std map
     ``<out>_std.nii[.gz]`` when ``result.std01`` exists, and a PNG panel ``<out>.png`` of the
     middle slice (reference / baseline / reconstruction / |error|). Every file is atomic.
 
     ``reference01`` / ``baseline01``: (N, 1, H, W) in [0, 1]. Returns ``{method: {psnr, ssim,
     nmse}, baseline_name: {...}}`` against the reference (data range 1), or ``{}`` without one.
     """
-    recon_path, std_path, png_path = output_paths(out_path)
+    recon_path, std_path, png_path = output_paths(out_path, "_std", ".png")
     x = result.image01
     if reference01 is not None and tuple(reference01.shape) != tuple(x.shape):
         raise InputError(f"reference shape {tuple(reference01.shape)} does not match the "
                          f"reconstruction {tuple(x.shape)}")
     scores = {} if reference01 is None else {
         method: metrics(x, reference01), baseline_name: metrics(baseline01, reference01)}
-    save_nifti(recon_path, geometry.restore(x), geometry.affine)
+    save_nifti(recon_path, to_file_grid(x, grid, "image"), grid.affine)
     if result.std01 is not None:
-        zero = geometry.restore(torch.zeros_like(result.std01))
-        save_nifti(std_path, geometry.restore(result.std01) - zero, geometry.affine)
-    mid = len(x) // 2
-    cols = [] if reference01 is None else [("reference", reference01[mid, 0])]
-    cols += [(baseline_name, baseline01[mid, 0]), (method, x[mid, 0])]
-    if reference01 is not None:
-        cols.append(("|error|", (x[mid, 0] - reference01[mid, 0]).abs()))
-    n_img = len(cols) - (reference01 is not None)
-    shown = scores.get(method)
-    save_panel(png_path, cols, error_columns=[n_img] if reference01 is not None else [],
-               vmin=[0] * n_img + [0] * (reference01 is not None),
-               vmax=[1] * n_img + [None] * (reference01 is not None),
-               metrics={"PSNR": shown["psnr"], "SSIM": shown["ssim"]} if shown else None,
-               suptitle=f"slice {mid}")
+        save_nifti(std_path, to_file_grid(result.std01, grid, "scale"), grid.affine)
+    reconstruction_panel(png_path, x, baseline01, reference01, method, baseline_name,
+                         scores.get(method))
     return scores
 
+
+# ---------------------------------------------------------------------------------- file task
+def _check_options(input: str, out: str, kspace: bool, *, modality, method, mask, acceleration,
+                   coils, coil_mode, noise_std, views, dose, steps, t0, init, seed) -> None:
+    """Refuse option combinations that do not apply, before any work."""
+    ct = modality == "ct"
+    choices = registry.methods("reconstruction")
+    if modality not in DEFAULT_MODELS:
+        raise InputError(f"unknown modality {modality!r}; choose from {', '.join(DEFAULT_MODELS)}")
+    if method not in choices:
+        raise InputError(f"unknown method {method!r}; choose from {', '.join(choices)}")
+    if init is not None and init not in baselines():
+        raise InputError(f"unknown init {init!r}; choose from {', '.join(baselines())}")
+    if coil_mode not in ("sense", "coil-by-coil"):
+        raise InputError(f"unknown coil mode {coil_mode!r}; choose from sense, coil-by-coil")
+    if kspace and ct:
+        raise InputError(f"{input}: k-space input is MRI; drop --modality ct")
+    if ct and (acceleration is not None or coils != 1 or noise_std):
+        raise InputError("--acceleration, --coils and --noise-std apply to --modality mri")
+    if not ct and (views is not None or dose is not None):
+        raise InputError("--views and --dose apply to --modality ct")
+    if kspace and (coils != 1 or noise_std):
+        raise InputError("--coils and --noise-std apply to simulated MRI, not k-space input")
+    if acceleration is not None:
+        check_acceleration(acceleration)
+    if init is not None and t0 is None:
+        raise InputError("--init needs a warm-start time --t0")
+    if choices[method].baseline and t0 is not None:
+        raise InputError(f"--t0 applies to the diffusion methods, not {method}")
+    if coil_mode == "coil-by-coil" and (choices[method].baseline or ct):
+        raise InputError("--coil-mode coil-by-coil needs multi-coil MRI data and a diffusion "
+                         "method")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise InputError(f"--steps must be an integer >= 1, got {steps!r}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    if not Path(input).exists():
+        raise InputError(f"{input}: no such file or folder")
+    output_paths(out, "_std", ".png")
+
+
+def _problem(input: str, size: int, kspace: bool, real_prior: bool, *, modality, mask,
+             acceleration, coils, noise_std, views, dose, resize, seed):
+    """(operator, y, reference01, grid, view) for the input file (view None: the model's
+    default, see :func:`run`)."""
+    if kspace:
+        from meddiff.data.kspace_io import load_kspace
+
+        ks = load_kspace(input)
+        op, y, ref = measurement_from_kspace(ks.kspace, ks.mask, ks.reference, mask=mask,
+                                             acceleration=acceleration, seed=seed, size=size)
+        return op, y, ref, Grid.plain(len(y), tuple(y.shape[-2:])), \
+            "batch" if real_prior else None
+    slices = read_slices(input, size, resize=resize)
+    image01 = slices.images
+    if modality == "ct":
+        op, y = simulate_ct(image01, views, dose, seed)
+    else:
+        accel = DEFAULT_ACCELERATION if acceleration is None else acceleration
+        op, y = simulate_mri(image01, mask, accel, coils, noise_std, seed)
+    return op, y, image01, Grid.of(slices), None
+
+
+def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="random",
+                     acceleration=None, coils=1, coil_mode="sense", noise_std=0.0, views=None,
+                     dose=None, steps=100, t0=None, init=None, cs_lam=None, model=None,
+                     resize=False, device="auto", seed=0) -> dict:
+    """``meddiff reconstruct``: an image file is the ground truth of a simulated acquisition
+    (MRI: undersampled k-space, :func:`~meddiff.physics.acquisition.simulate_mri`; CT:
+    sparse-view / low-dose sinogram, :func:`~meddiff.physics.acquisition.simulate_ct`); an
+    HDF5 file is fastMRI-style k-space (:func:`~meddiff.physics.kspace.measurement_from_kspace`).
+    Writes ``out`` (the reconstruction on the file's grid), ``<out>_std`` for methods with an
+    uncertainty map and ``<out>.png``. Every check runs before anything is written.
+
+    Returns ``{"method", "nfe", "seconds", "metrics": [{method, psnr, ssim, nmse, nfe,
+    seconds}, ...] (empty without a reference), "outputs": [paths]}``.
+    """
+    kspace = Path(str(input)).suffix.lower() in KSPACE_SUFFIXES
+    _check_options(str(input), str(out), kspace, modality=modality, method=method, mask=mask,
+                   acceleration=acceleration, coils=coils, coil_mode=coil_mode,
+                   noise_std=noise_std, views=views, dose=dose, steps=steps, t0=t0, init=init,
+                   seed=seed)
+    prior = load_model(model or DEFAULT_MODELS[modality], device=device)
+    op, y, ref, grid, view = _problem(str(input), prior.spec.image_size, kspace,
+                                      prior.spec.intensity == "unit", modality=modality,
+                                      mask=mask, acceleration=acceleration, coils=coils,
+                                      noise_std=noise_std, views=views, dose=dose, resize=resize,
+                                      seed=seed)
+    base_name = "fbp" if is_ct(op) else "zero-filled"
+    runner = run
+    if coil_mode == "coil-by-coil":
+        if not isinstance(op, MultiCoilMRI):
+            raise InputError("--coil-mode coil-by-coil needs multi-coil data and a diffusion method")
+        runner = run_coil_by_coil
+    result = runner(prior, op, y, method, steps=steps, t0=t0, init=init, seed=seed, view=view,
+                    cs_lam=cs_lam)
+    base = result if method == base_name else run(None, op, y, base_name)
+    scores = write_outputs(out, result, ref, base.image01, grid, base_name, method)
+    recon_path, std_path, png_path = output_paths(out, "_std", ".png")
+    written = [str(recon_path)] + ([str(std_path)] if result.std01 is not None else []) \
+        + [str(png_path)]
+    rows = [{"method": name, **s, "nfe": result.nfe if name == method else 0,
+             "seconds": result.seconds if name == method else base.seconds}
+            for name, s in scores.items()]
+    return {"method": method, "nfe": result.nfe, "seconds": round(result.seconds, 3),
+            "metrics": rows, "outputs": written}

@@ -3,11 +3,15 @@
 Layout of one checkpoint directory (``<out_dir>/ckpt/last``, the one before it in
 ``<out_dir>/ckpt/previous``)::
 
-    model.safetensors   model.state_dict()
+    model.safetensors   model.state_dict() of the primary network (the one a run exports)
     ema.safetensors     EMA weights, same keys as the model (loads into it directly)
+    NAME.model.safetensors, NAME.ema.safetensors
+                        the same for every further network NAME of the run (e.g. the
+                        discriminator of an adversarial objective)
     state.safetensors   tensors of the training state: "optimizer.<path>" (optimizer state
-                        flattened with key prefixes) and "rng.<name>" (torch generator states,
-                        uint8 tensors)
+                        flattened with key prefixes; further networks under
+                        "optimizer.<NAME>") and "rng.<name>" (torch generator states, uint8
+                        tensors)
     state.json          everything else: step, optimizer structure and hyper-parameters (tensors
                         referenced by key), numpy bit-generator states, loss-history tail,
                         configs, free-form ``extra``
@@ -32,11 +36,20 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from meddiff.errors import InputError
+from meddiff.zoo.runs import latest_checkpoint
 
 FORMAT = "meddiff-train-checkpoint/1"
-_FILES = ("model.safetensors", "ema.safetensors", "state.safetensors", "state.json")
 
 RngState = torch.Tensor | dict
+
+
+@dataclass
+class NetState:
+    """Weights, EMA weights and optimiser state of one further network of a run."""
+
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optimizer: dict
 
 
 @dataclass
@@ -44,7 +57,8 @@ class TrainState:
     """Everything needed to continue training exactly.
 
     ``rng`` maps a name to a torch generator state (uint8 tensor, see :func:`rng_state`) or a
-    numpy bit-generator state (dict). ``optimizer`` is ``optimizer.state_dict()``.
+    numpy bit-generator state (dict). ``optimizer`` is ``optimizer.state_dict()`` of the primary
+    network; ``others`` holds the further networks by name.
     """
 
     step: int
@@ -55,6 +69,7 @@ class TrainState:
     history: list[float] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    others: dict[str, NetState] = field(default_factory=dict)
 
 
 def rng_state(gen: torch.Generator | np.random.Generator) -> RngState:
@@ -142,12 +157,17 @@ def _write_dir(target: Path, state: TrainState) -> None:
         else:
             rng_json[name] = value
     optimizer = encode(state.optimizer, "optimizer", tensors) if state.optimizer else None
+    others = {name: encode(net.optimizer, f"optimizer.{name}", tensors)
+              for name, net in state.others.items()}
     meta = {"format": FORMAT, "step": state.step, "optimizer": optimizer, "rng": rng_json,
             "history": [float(x) for x in state.history], "config": state.config,
-            "extra": state.extra, "has_ema": state.ema is not None}
+            "extra": state.extra, "has_ema": state.ema is not None, "others": others}
     save_file(_unshared(state.model), str(target / "model.safetensors"))
     if state.ema is not None:
         save_file(_unshared(state.ema), str(target / "ema.safetensors"))
+    for name, net in state.others.items():
+        save_file(_unshared(net.model), str(target / f"{name}.model.safetensors"))
+        save_file(_unshared(net.ema), str(target / f"{name}.ema.safetensors"))
     save_file(tensors, str(target / "state.safetensors"))
     (target / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     for f in target.iterdir():
@@ -183,20 +203,6 @@ def save_checkpoint(root: str | Path, state: TrainState, keep_previous: bool = T
     return last
 
 
-def latest_checkpoint(path: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``path`` (an out_dir, its ``ckpt`` dir, or a
-    checkpoint dir itself), or None if there is none."""
-    path = Path(path)
-    if (path / "state.json").is_file():
-        return path
-    for root in (path / "ckpt", path):
-        for name in ("last", "previous"):
-            cand = root / name
-            if all((cand / f).is_file() for f in _FILES if f != "ema.safetensors"):
-                return cand
-    return None
-
-
 def _resolve(path: str | Path) -> Path:
     found = latest_checkpoint(path)
     if found is None:
@@ -219,12 +225,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Tra
     rng: dict[str, RngState] = {k[len("rng."):]: v.cpu() for k, v in tensors.items()
                                 if k.startswith("rng.")}
     rng.update(meta["rng"])
+    others = {name: NetState(load_file(str(path / f"{name}.model.safetensors"), device=dev),
+                             load_file(str(path / f"{name}.ema.safetensors"), device=dev),
+                             decode(opt, tensors))
+              for name, opt in meta.get("others", {}).items()}
     return TrainState(
         step=int(meta["step"]),
         model=load_file(str(path / "model.safetensors"), device=dev),
         ema=load_file(str(path / "ema.safetensors"), device=dev) if meta["has_ema"] else None,
         optimizer=decode(meta["optimizer"], tensors) if meta["optimizer"] else None,
-        rng=rng, history=list(meta["history"]), config=meta["config"], extra=meta["extra"])
+        rng=rng, history=list(meta["history"]), config=meta["config"], extra=meta["extra"],
+        others=others)
 
 
 def load_model_weights(path: str | Path, model: nn.Module, use_ema: bool = True) -> int:

@@ -20,6 +20,14 @@ class TrainConfig:
     ``batch_size`` is the global batch (split evenly over DDP ranks). ``grad_clip=None`` disables
     clipping; ``sample_every=None`` disables periodic sampling. ``logger='tensorboard'`` writes
     TensorBoard events in addition to the CSV log. ``device='auto'`` picks CUDA when available.
+
+    Budget and learning rate: training stops after ``steps`` optimiser steps or ``max_minutes``
+    of training wall time (summed over resumed segments; ``None``: no time limit), whichever
+    comes first. ``lr_schedule='constant'``: linear warm-up over ``warmup_steps`` then ``lr``;
+    ``'cosine'``: the warm-up times a cosine decay from ``lr`` to ``min_lr_ratio * lr`` over the
+    progress ``p = max(step / steps, minutes / max_minutes)`` (Loshchilov & Hutter 2017,
+    arXiv:1608.03983, eq. 5 without restarts), so a run cut by its time budget still ends
+    annealed. ``ema_decay=0`` keeps no average (the exported weights are the last ones).
     """
 
     steps: int
@@ -39,6 +47,9 @@ class TrainConfig:
     num_workers: int = 0
     logger: Literal["csv", "tensorboard"] = "csv"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_minutes: float | None = None
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -56,3 +67,7 @@ class TrainConfig:
                  f"sample_every must be >= 1 or null, got {self.sample_every}")
         _require(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
         _require(bool(self.out_dir), "out_dir must not be empty")
+        _require(self.max_minutes is None or self.max_minutes > 0,
+                 f"max_minutes must be > 0 or null, got {self.max_minutes}")
+        _require(0.0 <= self.min_lr_ratio <= 1.0,
+                 f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")

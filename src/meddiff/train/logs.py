@@ -1,6 +1,7 @@
 """Metric logs of a training run: a CSV file, plus TensorBoard events when asked for.
 
-``<out_dir>/log.csv`` has one row per logging interval with the columns of :data:`COLUMNS`.
+``<out_dir>/log.csv`` has one row per logging interval with the columns of :data:`COLUMNS`
+plus the run's extra columns (e.g. ``loss_discriminator``, the loss of a further network).
 When a run resumes from step ``k``, rows after ``k`` (written by the killed run after its last
 checkpoint) are dropped so the log has each step once.
 """
@@ -15,14 +16,16 @@ COLUMNS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "elapsed_s")
 
 
 class CsvLogger:
-    """Appends rows of :data:`COLUMNS` to ``path``, keeping earlier rows up to ``start_step``."""
+    """Appends rows of :data:`COLUMNS` + ``extra`` to ``path``, keeping earlier rows up to
+    ``start_step``."""
 
-    def __init__(self, path: str | Path, start_step: int = 0) -> None:
+    def __init__(self, path: str | Path, start_step: int = 0, extra: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.columns = COLUMNS + tuple(extra)
         kept = self._rows_until(start_step) if start_step > 0 else []
         self._file = self.path.open("w", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
         self._writer.writeheader()
         self._writer.writerows(kept)
         self._file.flush()
@@ -32,7 +35,7 @@ class CsvLogger:
             return []
         with self.path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != COLUMNS:
+            if tuple(reader.fieldnames or ()) != self.columns:
                 return []
             return [row for row in reader if int(row["step"]) <= step]
 
@@ -79,16 +82,17 @@ class TensorBoardLogger:
 class RunLogger:
     """The CSV log, plus TensorBoard when ``kind == 'tensorboard'``."""
 
-    def __init__(self, kind: str, out_dir: str | Path, start_step: int = 0) -> None:
+    def __init__(self, kind: str, out_dir: str | Path, start_step: int = 0,
+                 extra: tuple[str, ...] = ()) -> None:
         require_logger(kind)
         out_dir = Path(out_dir)
         self._sinks: list[CsvLogger | TensorBoardLogger] = []
         if kind == "tensorboard":
             self._sinks.append(TensorBoardLogger(out_dir / "tb", start_step))
-        self._sinks.append(CsvLogger(out_dir / "log.csv", start_step))
+        self._sinks.append(CsvLogger(out_dir / "log.csv", start_step, extra))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        """Write one row; ``metrics`` keys are the non-step :data:`COLUMNS`."""
+        """Write one row; ``metrics`` keys are the non-step columns."""
         for sink in self._sinks:
             sink.log(step, metrics)
 

@@ -1,0 +1,6 @@
+"""``python -m meddiff.cli``: the ``meddiff`` program."""
+import sys
+
+from meddiff.cli import main
+
+sys.exit(main())

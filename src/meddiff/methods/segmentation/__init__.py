@@ -1,0 +1,1 @@
+"""Segmentation methods, registered in :mod:`meddiff.methods.registry`."""

@@ -1,0 +1,131 @@
+"""What every task writes: output path naming, results back on the input file's grid, and the
+PNG panels.
+
+- :func:`output_paths`: the one parser of ``--out`` (a NIfTI name) and the files beside it;
+- :class:`Grid` + :func:`to_file_grid`: the one way slices (N, 1, S, S) go back onto the
+  file's grid (bilinear when they were resampled) and, optionally, its intensity units;
+- ``*_panel``: the figures of the reconstruction, detection and segmentation tasks (public
+  helpers of :mod:`meddiff.eval.figures`).
+
+Every file is written atomically (:mod:`meddiff.data.writers`, :mod:`meddiff.eval.figures`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from meddiff.data.intensity import denormalize
+from meddiff.errors import InputError
+from meddiff.eval.figures import save_overlay, save_panel, save_segment_panel
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def output_paths(out: str | Path, *suffixes: str) -> tuple[Path, ...]:
+    """``(out, *beside)`` for the NIfTI name ``out`` (``stem.nii[.gz]``): a suffix with a dot is
+    a whole ending (``".png"`` -> ``stem.png``, ``"_overlay.png"`` -> ``stem_overlay.png``),
+    one without keeps the NIfTI ending (``"_std"`` -> ``stem_std.nii.gz``). One-line InputError
+    when ``out`` is not a NIfTI file name."""
+    out = Path(out)
+    low = out.name.lower()
+    nifti = next((s for s in NIFTI_SUFFIXES if low.endswith(s)), None)
+    if nifti is None or len(out.name) == len(nifti):
+        raise InputError(f"{out}: the output must be a NIfTI file name (.nii or .nii.gz)")
+    stem, ending = out.name[:-len(nifti)], out.name[-len(nifti):]
+    return (out, *(out.with_name(stem + s + ("" if "." in s else ending)) for s in suffixes))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where slice results go: the file's slice shape (H, W), its array's ``ndim`` (2: one 2D
+    image; 3: slices along the last axis), the ``affine`` (4x4, index -> RAS+ mm) and the
+    intensity ``window`` (low, high) the file's values were mapped from to [0, 1] (None: the
+    values are kept)."""
+
+    shape: tuple[int, int]
+    ndim: int
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    window: tuple[float, float] | None = None
+
+    @staticmethod
+    def of(slices) -> Grid:
+        """The grid of :class:`meddiff.tasks.inputs.Slices` read from a file."""
+        return Grid(tuple(slices.shape), slices.image.array.ndim,
+                    np.asarray(slices.image.affine), slices.window)
+
+    @staticmethod
+    def plain(n: int, shape: tuple[int, int]) -> Grid:
+        """``n`` slices of ``shape`` with the identity affine and no window (k-space input)."""
+        return Grid(tuple(shape), 2 if n == 1 else 3)
+
+
+def to_file_grid(x: torch.Tensor, grid: Grid, units: str = "values") -> np.ndarray:
+    """Slices ``x`` (N, 1, S, S) onto the file's grid: resampled (bilinear) to ``grid.shape``
+    when they differ, laid out like the file's array ((H, W) for 2D, (H, W, N) for a volume),
+    float32. ``units``: ``"values"`` keeps the values (maps, masks); ``"image"`` maps [0, 1] to
+    the file's intensities through ``grid.window``; ``"scale"`` multiplies by the window's
+    width (standard deviations and differences of image-space values)."""
+    if units not in ("values", "image", "scale"):
+        raise ValueError(f"units must be values, image or scale, got {units!r}")
+    if tuple(x.shape[-2:]) != tuple(grid.shape):
+        x = F.interpolate(x.float(), size=tuple(grid.shape), mode="bilinear",
+                          align_corners=False)
+    vol = x[:, 0].float().numpy()
+    if units == "image" and grid.window is not None:
+        vol = denormalize(vol, grid.window)
+    elif units == "scale" and grid.window is not None:
+        vol = vol * (grid.window[1] - grid.window[0])
+    vol = vol.astype(np.float32)
+    return vol[0] if grid.ndim == 2 else np.moveaxis(vol, 0, -1)
+
+
+# ------------------------------------------------------------------------------ panels
+def reconstruction_panel(path: Path, x01: torch.Tensor, baseline01: torch.Tensor,
+                         reference01: torch.Tensor | None, method: str, baseline_name: str,
+                         scores: dict | None) -> Path:
+    """Middle slice: reference (if any) / baseline / reconstruction / |error| (if a reference),
+    PSNR / SSIM of ``method`` in the title. Images (N, 1, H, W) in [0, 1]."""
+    mid = len(x01) // 2
+    cols = [] if reference01 is None else [("reference", reference01[mid, 0])]
+    cols += [(baseline_name, baseline01[mid, 0]), (method, x01[mid, 0])]
+    if reference01 is not None:
+        cols.append(("|error|", (x01[mid, 0] - reference01[mid, 0]).abs()))
+    n_img = len(cols) - (reference01 is not None)
+    return save_panel(path, cols, error_columns=[n_img] if reference01 is not None else [],
+                      vmin=[0] * n_img + [0] * (reference01 is not None),
+                      vmax=[1] * n_img + [None] * (reference01 is not None),
+                      metrics={"PSNR": scores["psnr"], "SSIM": scores["ssim"]} if scores else None,
+                      suptitle=f"slice {mid}")
+
+
+def shown_slice(maps: torch.Tensor) -> int:
+    """The slice a detection figure shows: the one with the highest 99th-percentile value."""
+    return int(torch.quantile(maps.flatten(1).float(), 0.99, dim=1).argmax())
+
+
+def detection_panels(panel: Path, overlay: Path, images01: torch.Tensor, recon01: torch.Tensor,
+                     maps: torch.Tensor, method: str) -> list[Path]:
+    """For the most anomalous slice: a panel input / healthy reconstruction / map and the map
+    (scaled by its maximum) over the input. Images (N, 1, S, S) in [0, 1], maps >= 0."""
+    k = shown_slice(maps)
+    x, m = images01[k, 0], maps[k, 0]
+    save_panel(panel, [("input", x), ("healthy reconstruction", recon01[k, 0]),
+                       ("anomaly map", m)],
+               vmin=[0, 0, 0], vmax=[1, 1, None], error_columns=[2],
+               suptitle=f"{method}, slice {k}")
+    top = float(maps.max())
+    save_overlay(overlay, x, (m / top).clamp(0, 1) if top > 0 else m * 0,
+                 title=f"{method}: map / {top:.3g}")
+    return [panel, overlay]
+
+
+def segmentation_panel(path: Path, images01: torch.Tensor, mean: torch.Tensor,
+                       var: torch.Tensor, samples: int) -> Path:
+    """Middle slice: image / mean mask over it / variance map."""
+    mid = len(images01) // 2
+    return save_segment_panel(path, images01[mid, 0], mean[mid, 0], var[mid, 0],
+                              title=f"slice {mid}: {samples} samples")
