@@ -3,12 +3,16 @@ exact resume of a two-network objective, export -> store round trip, cards."""
 from __future__ import annotations
 
 import math
+import os
+import socket
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -19,6 +23,7 @@ from meddiff.nets.classifier import ClassifierConfig
 from meddiff.nets.discriminator import DiscriminatorSpec, PatchDiscriminator
 from meddiff.nets.unet import preset
 from meddiff.train.cards import card_markdown
+from meddiff.train.checkpoint import load_checkpoint
 from meddiff.train.config import TrainConfig
 from meddiff.train.data import DataConfig
 from meddiff.train.objectives import OBJECTIVES, get
@@ -328,8 +333,10 @@ class Killed(RuntimeError):
     pass
 
 
-def _adversarial_trainer(tmp_path: Path, name: str, kill_at: int | None = None) -> Trainer:
-    objective = _adversarial(tmp_path, name, steps=6, ckpt_every=3, ema_decay=0.5)
+def _adversarial_trainer(tmp_path: Path, name: str, kill_at: int | None = None,
+                         **cfg) -> Trainer:
+    objective = _adversarial(tmp_path, name, **{"steps": 6, "ckpt_every": 3, "ema_decay": 0.5,
+                                                **cfg})
     updates = objective.updates()
     if kill_at is not None:
         calls, real = {"n": 0}, updates[1].loss
@@ -347,12 +354,13 @@ def _adversarial_trainer(tmp_path: Path, name: str, kill_at: int | None = None) 
     return Trainer(nets, updates, Fixed({"image": clean}), objective.train)
 
 
-def test_two_network_resume_is_bit_identical(tmp_path):
-    straight = _adversarial_trainer(tmp_path, "a")
+@pytest.mark.parametrize("bf16", [False, True])
+def test_two_network_resume_is_bit_identical(tmp_path, bf16):
+    straight = _adversarial_trainer(tmp_path, "a", bf16=bf16)
     straight.fit()
     with pytest.raises(Killed):  # dies in step 5's discriminator update (checkpoint: step 3)
-        _adversarial_trainer(tmp_path, "b", kill_at=5).fit()
-    resumed = _adversarial_trainer(tmp_path, "b")
+        _adversarial_trainer(tmp_path, "b", kill_at=5, bf16=bf16).fit()
+    resumed = _adversarial_trainer(tmp_path, "b", bf16=bf16)
     summary = resumed.fit(resume=True)
     assert summary["start_step"] == 3 and summary["steps"] == 6
     for name in ("model", "discriminator"):
@@ -365,6 +373,34 @@ def test_two_network_resume_is_bit_identical(tmp_path):
     assert list(straight.history) == list(resumed.history)
     d0 = PatchDiscriminator(DiscriminatorSpec(in_channels=4, channels=(8, 16), image_size=32))
     assert d0(torch.zeros(2, 4, 32, 32)).shape == (2, 1, 7, 7)  # 32 -> 16 -> 8 -> 7 patches
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = _adversarial_trainer(Path(out_dir), "ddp", steps=3)
+    trainer.fit()
+    for name, net in trainer.models.items():
+        save_file(net.state_dict(), f"{out_dir}/{name}.rank{rank}.safetensors")
+    trainer.close()
+
+
+def test_two_networks_stay_synchronised_under_ddp(tmp_path):
+    mp.start_processes(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2,
+                       start_method="fork")
+    start = _adversarial_trainer(tmp_path, "init").models
+    for name in ("model", "discriminator"):
+        r0, r1 = (load_file(str(tmp_path / f"{name}.rank{r}.safetensors")) for r in (0, 1))
+        assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+        assert any(not torch.equal(r0[k], v) for k, v in start[name].state_dict().items())
+    assert load_checkpoint(tmp_path / "ddp").others["discriminator"].optimizer["state"]
 
 
 # ------------------------------------------------------------------------------ run + export

@@ -41,8 +41,8 @@ def test_every_registered_system_is_in_the_catalogue_and_the_works_set_is_derive
     assert works == carried == {"R5", "R7", "R8", "R9", "C2", "C4", "D1", "D2", "D3", "D4", "G2"}
     r8 = next(s for s in registry.SYSTEMS if s.id == "R8")
     r1 = next(s for s in registry.SYSTEMS if s.id == "R1")
-    assert registry.status_text(r8) == "works" and registry.status_text(r1) == "planned"
-    assert registry.status_text(registry.System("X1", "x", "p", "r", "c", 12)) == "planned (#12)"
+    assert registry.status_text(r8) == "works" and registry.status_text(r1) == "planned (#12)"
+    assert registry.status_text(registry.System("X1", "x", "p", "r", "c")) == "planned"
 
 
 def test_modifiers_mark_their_system_but_are_no_method_choice():

@@ -14,6 +14,7 @@ from meddiff.zoo.kinds import (KINDS, AutoencoderSpec, ClassifierSpec, Diffusion
                                FeatureEncoderSpec, ReconUNetSpec, SegUNetSpec, kind_of)
 from meddiff.nets.autoencoder import AEConfig
 from meddiff.nets.classifier import ClassifierConfig
+from meddiff.nets.discriminator import DiscriminatorSpec
 from meddiff.nets.unet import preset
 from tiny_model import TINY, save_tiny
 
@@ -29,6 +30,7 @@ SPECS = {
     "recon-unet": ReconUNetSpec(modality="mri", features=SMALL, image_size=32),
     "seg-unet": SegUNetSpec(features=SMALL, image_size=32),
     "feature-encoder": FeatureEncoderSpec(),
+    "discriminator": DiscriminatorSpec(in_channels=1, channels=(8, 8), image_size=16),
 }
 
 

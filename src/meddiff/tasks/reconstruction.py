@@ -101,9 +101,10 @@ def baseline(operator: LinearOperator, y: torch.Tensor, name: str, lam: float | 
     operator's domain and image-space units: ``zero-filled`` (MRI), ``fbp`` (CT), ``cs``
     (TV weight ``lam * ||A||^2``) or ``unet`` (``net``, default the bundled UNet of the
     modality and size)."""
-    if name not in baselines():
+    info = registry.methods("reconstruction").get(name)
+    if info is None or not info.baseline:
         raise InputError(f"unknown baseline {name!r}; choose from {', '.join(baselines())}")
-    opts = {"lam": lam} if name == "cs" else {}
+    opts = {"lam": lam} if "cs_lam" in info.options else {}
     if name == "unet" and net is None:
         net = recon_unet("ct" if is_ct(operator) else "mri", _image_size(operator))
     return registry.get("reconstruction", name)(Problem(net, operator, y), **opts).x

@@ -32,6 +32,7 @@ from meddiff.config import from_dict
 from meddiff.errors import ConfigError
 from meddiff.nets.discriminator import DiscriminatorSpec, PatchDiscriminator
 from meddiff.train.objectives.base import Objective, Pair
+from meddiff.train.objectives.reconstruction import ReconUNet
 from meddiff.train.trainer import PRIMARY, Update
 
 GanLoss = Literal["nonsaturating", "hinge"]
@@ -52,7 +53,8 @@ def generator_loss(fake: torch.Tensor, kind: GanLoss) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class AdversarialOptions:
-    """``base`` / ``base_options``: the objective whose network is the generator;
+    """``base`` / ``base_options``: the objective whose network is the generator (one of
+    :data:`GENERATORS`);
     ``discriminator``: its architecture (``in_channels`` = input + output channels of the
     generator); ``gan_loss``; ``weight`` of the generator's GAN term;
     ``discriminator_lr_scale``: the discriminator's learning rate relative to ``train.lr``."""
@@ -65,12 +67,15 @@ class AdversarialOptions:
     discriminator_lr_scale: float = 1.0
 
 
-def _base_class(name: str) -> type[Objective]:
-    from meddiff.train.objectives import get
+#: the objectives whose network predicts images (they implement ``pair``): possible generators
+GENERATORS: dict[str, type[Objective]] = {ReconUNet.name: ReconUNet}
 
-    if name == Adversarial.name:
-        raise ConfigError("objective.options.base cannot be adversarial itself")
-    return get(name)
+
+def _base_class(name: str) -> type[Objective]:
+    if name not in GENERATORS:
+        raise ConfigError(f"objective.options.base {name!r} has no image pair to train "
+                          f"adversarially; choose from {', '.join(GENERATORS)}")
+    return GENERATORS[name]
 
 
 class Adversarial(Objective):

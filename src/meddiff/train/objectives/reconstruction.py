@@ -90,7 +90,8 @@ class ReconUNet(Objective):
         dev = generator.device
         index = int(torch.randint(len(acqs), (1,), generator=generator, device=dev))
         seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator, device=dev))
-        direct = self._simulate(clean, acqs[index], seed)
+        with torch.autocast(clean.device.type, enabled=False):  # physics in float32
+            direct = self._simulate(clean, acqs[index], seed)
         return Pair(direct, net(direct).float(), clean)
 
     def pair_channels(self) -> int:
