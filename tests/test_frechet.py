@@ -7,12 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 from scipy.ndimage import gaussian_filter
 
 from meddiff.errors import InputError
 from meddiff.eval import frechet
-from meddiff.eval.frechet import FeatureEncoder, fd_medenc, feature_stats, frechet_distance
+from meddiff.eval.frechet import fd_medenc, feature_stats, frechet_distance
+from meddiff.nets.feature_encoder import FeatureEncoder
+from meddiff.zoo.kinds import FeatureEncoderSpec
+from meddiff.zoo.store import load, save
 
 
 
@@ -133,20 +135,15 @@ def test_fd_medenc_grows_with_blur_and_noise():
 # ----------------------------------------------------------------------------- weights I/O
 
 
-def test_save_load_round_trip_and_errors(tmp_path, monkeypatch):
-    enc = FeatureEncoder(seed=5)
-    path = tmp_path / "enc.safetensors"
-    frechet.save_feature_encoder(enc, path)
+def test_the_encoder_comes_from_the_model_store(tmp_path):
+    enc = FeatureEncoder(seed=5).eval()
+    path = save(tmp_path / "enc", enc, FeatureEncoderSpec(), fp16=False)
     loaded = frechet.load_feature_encoder(path)
     x = _phantoms(3, seed=1)
     with torch.no_grad():
         assert torch.equal(loaded(x), enc(x))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.safetensors"]  # no temp files
-    with pytest.raises(InputError, match="feature_encoder.yaml"):
-        frechet.load_feature_encoder(tmp_path / "missing.safetensors")
-    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(InputError, match="FeatureEncoder weights"):
-        frechet.load_feature_encoder(tmp_path / "other.safetensors")
-    monkeypatch.setattr(frechet, "DEFAULT_WEIGHTS", tmp_path / "nothing.safetensors")
-    with pytest.raises(InputError, match="not found"):
-        fd_medenc(x, x)
+        assert torch.allclose(frechet.load_feature_encoder()(x), load("feature_encoder").net(x))
+    with pytest.raises(InputError, match="unknown model"):
+        frechet.load_feature_encoder("no-such-encoder")
+    with pytest.raises(InputError, match="not a feature-encoder"):
+        frechet.load_feature_encoder("brain-prior-64")

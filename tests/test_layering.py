@@ -102,6 +102,9 @@ def imports(modules: dict[str, Path]) -> list[Edge]:
                     for target in _targets(child, module, is_pkg, known):
                         if target == PACKAGE or target.startswith(PACKAGE + "."):
                             edges.append(Edge(module, target, child.lineno, lazy, typing))
+                elif isinstance(child, ast.Constant) and child.value in known:
+                    # a module named in a string is imported by name (importlib): a lazy edge
+                    edges.append(Edge(module, child.value, child.lineno, True, typing))
                 inner_lazy = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
                                                         ast.Lambda))
                 inner_typing = typing or (isinstance(child, ast.If) and _is_type_checking(child))

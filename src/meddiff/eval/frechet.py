@@ -4,7 +4,7 @@ This is *not* FID. FID (Heusel et al. 2017, arXiv:1706.08500) uses an ImageNet I
 weights would have to be downloaded and which has never seen an MR image. FD-MedEnc applies the same
 Fréchet distance to the 128-d features of :class:`FeatureEncoder`, a small CNN that meddiff trains
 itself on its built-in brain slices (``meddiff train configs/feature_encoder.yaml``; weights
-bundled as ``meddiff/zoo/weights/feature_encoder.safetensors`` with a JSON card next to them). Values are only
+bundled as the store model ``feature_encoder``). Values are only
 comparable between runs that use the same encoder weights *and* the same number of images (the
 estimator is biased for finite samples; Chong & Forsyth 2020, arXiv:1911.07023).
 
@@ -21,42 +21,20 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 from torch import nn
 
-from meddiff.data.writers import atomic_write
 from meddiff.errors import InputError
 from meddiff.nets.feature_encoder import FeatureEncoder
+from meddiff.zoo.store import load
 
-#: Where the trained encoder weights are bundled (a JSON model card lies next to them).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "feature_encoder.safetensors"
-_FORMAT = "meddiff.eval.frechet.FeatureEncoder/v1"
-
-
-def save_feature_encoder(encoder: FeatureEncoder, path: str | Path) -> Path:
-    """Write the encoder weights as safetensors, atomically (temp file + ``os.replace``)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    data = save(state, metadata={"format": _FORMAT})
-    return atomic_write(path, lambda fh: fh.write(data))
+#: the bundled encoder in the model store (``meddiff models``)
+DEFAULT_ENCODER = "feature_encoder"
 
 
-def load_feature_encoder(path: str | Path | None = None) -> FeatureEncoder:
-    """Load a :class:`FeatureEncoder` (eval mode, CPU) from safetensors; default: the bundled weights.
-
-    Raises InputError when the file is missing or does not hold FeatureEncoder weights.
-    """
-    path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise InputError(f"FD-MedEnc encoder weights not found at {path}; "
-                         "train them with `meddiff train configs/feature_encoder.yaml`")
-    encoder = FeatureEncoder()
-    try:
-        encoder.load_state_dict(load_file(str(path)), strict=True)
-    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
-        raise InputError(f"{path} does not hold FeatureEncoder weights "
-                         f"({str(exc).splitlines()[0]})") from None
-    return encoder.eval()
+def load_feature_encoder(name_or_path: str | Path = DEFAULT_ENCODER) -> FeatureEncoder:
+    """The FD-MedEnc encoder from the model store (eval mode, CPU): the bundled one by default,
+    or any ``feature-encoder`` model (``NAME.json`` / run dir). One-line InputError otherwise."""
+    return load(name_or_path, kind="feature-encoder").net
 
 
 def _as_images(images: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:

@@ -3,7 +3,8 @@
 The card dict (``NAME.json``'s ``card``, written by :func:`meddiff.train.run.export`) holds
 ``summary`` (one line, for ``meddiff models``), ``description``, ``network``, ``objective``,
 ``data``, ``training`` (steps, batch, learning rate, EMA, bf16, wall time, machine, final loss),
-``validation`` (metrics), ``intended_use``, ``limits``, ``licence`` and ``reproduce``; any further
+``validation`` (metrics), ``intended_use``, ``limits``, ``licence``, ``reproduce`` and
+``provenance`` (where the weights come from, when not from this recipe's run); any further
 key (e.g. ``realism_fd_medenc``) becomes a metrics table of its own. Nested metric dicts are
 flattened to dotted rows.
 """
@@ -16,7 +17,7 @@ from meddiff.data.writers import atomic_write
 
 _BULLETS = (("network", "Network"), ("objective", "Objective"), ("data", "Data"),
             ("intended_use", "Intended use"), ("limits", "Limits"), ("licence", "Licence"),
-            ("reproduce", "Reproduce"))
+            ("reproduce", "Reproduce"), ("provenance", "Provenance"))
 _PROSE = {"summary", "description", "training", "validation", "figures",
           *(key for key, _ in _BULLETS)}
 
