@@ -3,8 +3,6 @@ exact resume of a two-network objective, export -> store round trip, cards."""
 from __future__ import annotations
 
 import math
-import os
-import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from meddiff.train.trainer import Trainer
 from meddiff.zoo.kinds import (AutoencoderSpec, ClassifierSpec, DiffusionSpec, FeatureEncoderSpec,
                                ReconUNetSpec, SegUNetSpec)
 from meddiff.zoo.store import load
+from ddp_env import as_rank, free_port
 
 TINY_FEATURES = (4, 4, 8, 8, 8, 4)
 
@@ -375,15 +374,8 @@ def test_two_network_resume_is_bit_identical(tmp_path, bf16):
     assert d0(torch.zeros(2, 4, 32, 32)).shape == (2, 1, 7, 7)  # 32 -> 16 -> 8 -> 7 patches
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    as_rank(rank, port)
     torch.set_num_threads(1)
     trainer = _adversarial_trainer(Path(out_dir), "ddp", steps=3)
     trainer.fit()
@@ -393,7 +385,7 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_two_networks_stay_synchronised_under_ddp(tmp_path):
-    mp.start_processes(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2,
+    mp.start_processes(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2,
                        start_method="fork")
     start = _adversarial_trainer(tmp_path, "init").models
     for name in ("model", "discriminator"):

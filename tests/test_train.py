@@ -5,7 +5,6 @@ import csv
 import json
 import math
 import os
-import socket
 from dataclasses import replace
 
 import numpy as np
@@ -27,6 +26,7 @@ from meddiff.train.distributed import ShardedBatchSampler
 from meddiff.train.ema import EMA
 from meddiff.train.trainer import NonFiniteLossError, Trainer, learning_rate
 from meddiff.zoo.runs import latest_checkpoint
+from ddp_env import as_rank, free_port
 
 W_TRUE = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 
@@ -335,15 +335,8 @@ def test_sharded_sampler_partitions_global_batches():
     assert list(ShardedBatchSampler(10, 4, seed=1, epoch=0, start=1)) == full[1:]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    as_rank(rank, port)
     torch.set_num_threads(1)
     cfg = TrainConfig(steps=6, out_dir=out_dir + "/ddp", batch_size=8, lr=1e-2, warmup_steps=2,
                       ema_decay=0.9, log_every=3, ckpt_every=6, device="cpu", seed=3)
@@ -358,7 +351,7 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
 def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     # fork: the workers reuse the imported modules (spawn would re-import torch in each); they
     # run single-threaded, which keeps forking after OpenMP use in this process safe
-    mp.start_processes(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2,
+    mp.start_processes(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2,
                        start_method="fork")
     cfg = TrainConfig(steps=6, out_dir=str(tmp_path / "single"), batch_size=8, lr=1e-2,
                       warmup_steps=2, ema_decay=0.9, log_every=3, ckpt_every=6, device="cpu",
