@@ -24,7 +24,7 @@ from meddiff.methods.segmentation import unet as seg_unet
 from meddiff.nets.basic_unet import build_seg_unet
 from meddiff.nets.unet import preset
 from meddiff.tasks import segmentation as st
-from meddiff.zoo.kinds import DiffusionSpec
+from meddiff.zoo.kinds import DiffusionSpec, SegUNetSpec
 from meddiff.zoo.store import build_denoiser, save
 from tiny_model import save_tiny
 
@@ -228,6 +228,29 @@ def test_segment_cli_writes_mean_variance_and_panel_matching_the_api(seg_model, 
     res = st.segment_images(den, sl.images, 3, "ddpm", 4, seed=2)
     assert np.allclose(m, np.moveaxis(res.mean[:, 0].numpy(), 0, -1), atol=1e-6)
     assert (tmp_path / "res" / "mask.png").stat().st_size > 1000 and "wrote" in text
+
+
+def test_segment_cli_runs_the_unet_baseline_through_the_same_task(tmp_path, capsys):
+    torch.manual_seed(0)
+    spec = SegUNetSpec(features=(4, 4, 8, 8, 8, 4), image_size=32)
+    net = build_seg_unet(spec.features)
+    unet_model = str(save(tmp_path / "unet", net, spec, fp16=False))
+    img = np.random.default_rng(1).random((32, 32)).astype(np.float32)
+    src = save_nifti(tmp_path / "in.nii.gz", img)
+    out = tmp_path / "u" / "mask.nii.gz"
+    code, text, err = _run(capsys, "segment", "--method", "unet", "--input", src, "--model",
+                           unet_model, "--out", out, "--device", "cpu")
+    assert code == 0, err
+    from meddiff import api
+    sl = api.read_slices(str(src), 32)
+    with torch.no_grad():
+        prob = torch.sigmoid(net.eval()(sl.images * 2 - 1))[0, 0].numpy()
+    assert np.allclose(load_image(out).array, prob, atol=1e-5)
+    assert float(np.abs(load_image(tmp_path / "u" / "mask_var.nii.gz").array).max()) == 0
+    assert "unet:" in text and "0 network evaluations" in text
+    code, _, err = _run(capsys, "segment", "--method", "ensemble", "--input", src, "--model",
+                        unet_model, "--out", tmp_path / "e" / "mask.nii.gz")
+    assert code == 2 and "is a seg-unet model, not a diffusion" in err
 
 
 @pytest.mark.parametrize("args,message", [

@@ -25,8 +25,10 @@ HELP = "segment lesions with a diffusion ensemble: mean mask, variance map, PNG 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     d = defaults(api.segment_file)
-    rows = [m for m in api.method_rows() if m["family"] == "segmentation" and m["kind"] == "diffusion"]
+    rows = [m for m in api.method_rows() if m["family"] == "segmentation"]
     s = subparsers.add_parser("segment", help=HELP)
+    s.add_argument("--method", default=d["method"], choices=api.method_choices("segmentation"),
+                   help="; ".join(f"{m['method']}: {m['summary']}" for m in rows))
     s.add_argument("--input", required=True, help="image (NIfTI, DICOM, PNG, TIFF, NPY); "
                                                   "T2w or FLAIR brain MRI")
     s.add_argument("--samples", type=int, default=d["samples"],
@@ -35,8 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"reverse diffusion steps per sample (default {d['steps']})")
     s.add_argument("--sampler", default=d["sampler"], choices=("ddpm", "ddim"))
     s.add_argument("--model", default=d["model"],
-                   help="mask DDPM NAME.json (default: the bundled "
-                        + ", ".join(m["default_model"] for m in rows) + ")")
+                   help="NAME.json or run dir of the method's network (default: "
+                        + ", ".join(f"{m['default_model']} for {m['method']}" for m in rows)
+                        + ")")
     s.add_argument("--resize", action="store_true", help="resample slices to the model's size")
     s.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz) of the mean mask; <out>_var.nii.gz and "
@@ -51,7 +54,8 @@ def run(a: argparse.Namespace) -> None:
     if a.json:
         print(json.dumps(res, indent=2))
         return
-    print(f"{res['slices']} slice(s), {res['samples']} samples x {res['steps']} {res['sampler']} "
-          f"steps: {res['lesion_pixels']} lesion pixels (mean >= 0.5), {res['nfe']} network "
-          f"evaluations, {res['seconds']:.2f} s")
+    how = (f"{res['samples']} samples x {res['steps']} {res['sampler']} steps"
+           if res["method"] == "ensemble" else res["method"])
+    print(f"{res['slices']} slice(s), {how}: {res['lesion_pixels']} lesion pixels (mean >= 0.5), "
+          f"{res['nfe']} network evaluations, {res['seconds']:.2f} s")
     print(f"wrote {', '.join(res['outputs'])}")

@@ -16,8 +16,12 @@ detector as a trapezoid (height ``1 / max(|cos|, |sin|)``, outer half-width
 separable-footprint model, exact in parallel beam: Long, Fessler & Balter, 2010, IEEE Trans.
 Med. Imaging 29:1839, Eq. 25). It is built once per geometry as a sparse CSR matrix (cached),
 so ``A x`` and the backprojection ``A^T y`` are products with the same matrix and its transpose:
-the adjoint is exact, and autograd uses the transposes too. Memory: about 2.5 nonzeros per
-pixel per view, twice (A and A^T), e.g. ~110 MB for 128 x 128 with 180 views.
+the adjoint is exact, and autograd uses the transposes too. Memory: about 2.3 nonzeros per
+pixel per view, twice (A and A^T), e.g. ~110 MB for 128 x 128 with 180 views but ~7 GB for
+512 x 512 with 720 views. Above :data:`MATRIX_BUDGET_BYTES` the operators therefore switch to
+the matrix-free :class:`~meddiff.physics.radon.FootprintProjector`, which computes the same
+weights view chunk by view chunk (same map and exact adjoint, bounded memory, ~6x slower per
+product on CPU than the stored matrix); ``backend`` chooses explicitly.
 
 Sparse-view and limited-angle CT as used for diffusion-based reconstruction by Song et al.
 (2022, arXiv:2111.08005, Sec. 4); FBP after Kak & Slaney (1988, "Principles of Computerized
@@ -35,8 +39,11 @@ import torch
 
 from meddiff.errors import InputError
 from meddiff.physics.base import LinearOperator, NoiseModel
+from meddiff.physics.radon import FootprintProjector, footprint_apply
 
 MU_WATER_PER_MM = 0.0192  # water at ~70 keV effective energy (NIST XCOM), 1/mm
+MATRIX_BUDGET_BYTES = 512 * 2 ** 20  # backend="auto" stores the matrix up to this size
+BACKENDS = ("auto", "matrix", "onthefly")
 
 
 def hu_to_attenuation(hu: torch.Tensor, pixel_size_mm: float,
@@ -60,6 +67,12 @@ def default_n_detectors(height: int, width: int) -> int:
     """Odd bin count whose centred detector covers every pixel footprint of an (H, W) image."""
     reach = math.hypot(height // 2, width // 2) + math.sqrt(0.5)
     return 2 * math.ceil(reach - 0.5) + 1
+
+
+def estimated_matrix_bytes(height: int, width: int, n_views: int) -> int:
+    """Approximate memory of the stored CT system matrix and its transpose (float32 values,
+    int32 indices; about 2.3 nonzeros per pixel per view with the default detector)."""
+    return int(2.3 * height * width * n_views * 2 * 8)
 
 
 def _ramp_integral(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -153,6 +166,13 @@ class ParallelBeamCT(LinearOperator):
             assumes the image is zero outside the inscribed circle.
         noise: e.g. :class:`~meddiff.physics.noise.TransmissionPoisson` (low dose) or
             ``GaussianNoise``.
+        backend: ``"matrix"`` (a cached sparse system matrix: fastest per product),
+            ``"onthefly"`` (:class:`~meddiff.physics.radon.FootprintProjector`: the same map
+            without storing it, memory bounded by a chunk of views) or ``"auto"`` (the matrix
+            when :func:`estimated_matrix_bytes` is at most :data:`MATRIX_BUDGET_BYTES`, e.g. up
+            to 256 x 256 with 180 views). The resolved choice is in ``self.backend``.
+        chunk_views: views per chunk of the on-the-fly backend (default: from a memory budget);
+            the projector is ``self.projector``.
 
     ``A``: (B, C, H, W) real -> sinogram (B, C, n_views, n_detectors); ``A_adjoint`` the reverse.
     ``A_dagger`` is CG on the normal equations (minimum-norm least squares, early-stopped);
@@ -160,7 +180,8 @@ class ParallelBeamCT(LinearOperator):
     """
 
     def __init__(self, img_size: int | tuple[int, int], angles, n_detectors: int | None = None,
-                 noise: NoiseModel | None = None):
+                 noise: NoiseModel | None = None, backend: str = "auto",
+                 chunk_views: int | None = None):
         super().__init__(noise)
         size = (img_size, img_size) if np.ndim(img_size) == 0 else tuple(img_size)
         if len(size) != 2 or min(size) < 2:
@@ -174,11 +195,19 @@ class ParallelBeamCT(LinearOperator):
         if self.n_detectors < 1:
             raise InputError(f"n_detectors must be >= 1, got {n_detectors}")
         self.n_views = self.angles.numel()
+        if backend not in BACKENDS:
+            raise InputError(f"unknown CT backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if chunk_views is not None and int(chunk_views) < 1:
+            raise InputError(f"chunk_views must be >= 1, got {chunk_views}")
+        if backend == "auto":
+            small = estimated_matrix_bytes(*size, self.n_views) <= MATRIX_BUDGET_BYTES
+            backend = "matrix" if small else "onthefly"
+        self.backend = backend
+        self.projector = FootprintProjector(size, self.angles, self.n_detectors,
+                                             None if chunk_views is None else int(chunk_views))
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _matrices(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if t.is_complex() or t.dtype not in (torch.float32, torch.float64):
-            raise InputError(f"CT data must be float32 or float64, got {t.dtype}")
         key = (t.device, t.dtype)
         if key not in self._cache:
             mats = _system_matrix(*self.img_shape, tuple(self.angles.tolist()), self.n_detectors)
@@ -191,6 +220,12 @@ class ParallelBeamCT(LinearOperator):
             raise InputError(f"{what} must have shape (B, C, {tail[0]}, {tail[1]}), got {got}")
 
     def _apply(self, t: torch.Tensor, transpose: bool, out_tail: tuple[int, int]) -> torch.Tensor:
+        if t.is_complex() or t.dtype not in (torch.float32, torch.float64):
+            raise InputError(f"CT data must be float32 or float64, got {t.dtype}")
+        if self.backend == "onthefly":
+            flat = t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
+            out = footprint_apply(self.projector, flat.contiguous(), transpose)
+            return out.reshape(t.shape[0], t.shape[1], *out_tail)
         mat, mat_t = self._matrices(t)
         if transpose:
             mat, mat_t = mat_t, mat
@@ -244,32 +279,35 @@ class ParallelBeamCT(LinearOperator):
 class SparseViewCT(ParallelBeamCT):
     """Parallel-beam CT with ``n_views`` angles spread uniformly over [0, pi) (no endpoint).
 
-    Shapes and units as :class:`ParallelBeamCT`; the scikit-image equivalent is
-    ``theta = np.linspace(0, 180, n_views, endpoint=False)``.
+    Shapes, units and ``backend`` / ``chunk_views`` as :class:`ParallelBeamCT`; the scikit-image
+    equivalent is ``theta = np.linspace(0, 180, n_views, endpoint=False)``.
     """
 
     def __init__(self, n_views: int, img_size: int | tuple[int, int],
-                 n_detectors: int | None = None, noise: NoiseModel | None = None):
+                 n_detectors: int | None = None, noise: NoiseModel | None = None,
+                 backend: str = "auto", chunk_views: int | None = None):
         if n_views < 1:
             raise InputError(f"n_views must be >= 1, got {n_views}")
         super().__init__(img_size, torch.arange(n_views, dtype=torch.float64) * math.pi / n_views,
-                         n_detectors, noise)
+                         n_detectors, noise, backend, chunk_views)
 
 
 class LimitedAngleCT(ParallelBeamCT):
     """Parallel-beam CT with ``n_views`` uniform angles over [0, ``angular_range_deg``) only.
 
     The missing wedge (``angular_range_deg`` < 180) makes edges orthogonal to the unseen
-    directions invisible. Shapes and units as :class:`ParallelBeamCT`.
+    directions invisible. Shapes, units and ``backend`` / ``chunk_views`` as
+    :class:`ParallelBeamCT`.
     """
 
     def __init__(self, n_views: int, img_size: int | tuple[int, int],
                  angular_range_deg: float = 120.0, n_detectors: int | None = None,
-                 noise: NoiseModel | None = None):
+                 noise: NoiseModel | None = None, backend: str = "auto",
+                 chunk_views: int | None = None):
         if n_views < 1:
             raise InputError(f"n_views must be >= 1, got {n_views}")
         if not 0 < angular_range_deg <= 180:
             raise InputError(f"angular_range_deg must be in (0, 180], got {angular_range_deg}")
         step = math.radians(angular_range_deg) / n_views
         super().__init__(img_size, torch.arange(n_views, dtype=torch.float64) * step,
-                         n_detectors, noise)
+                         n_detectors, noise, backend, chunk_views)

@@ -1,8 +1,10 @@
 """Lesion segmentation task: G2 ensembles (Wolleb et al. 2022, MIDL;
-:mod:`meddiff.methods.segmentation.ensembles`) on a file, model loading through the store.
+:mod:`meddiff.methods.segmentation.ensembles`) or the supervised UNet baseline on a file,
+model loading through the store.
 
 :func:`segment_file` reads a 2D image or every slice of a volume (percentile-normalised to
-[0, 1]), draws ``samples`` masks per slice from the conditional mask DDPM and writes
+[0, 1]), draws ``samples`` masks per slice from the conditional mask DDPM (or runs the UNet
+once) and writes
 
 - ``out`` (.nii / .nii.gz): the mean of the sampled masks, in [0, 1] on the file's grid
   (threshold at 0.5 for a binary mask);
@@ -81,20 +83,36 @@ def write_outputs(out_path: str | Path, images01: torch.Tensor, result: Segmenta
     return [str(mean_path), str(var_path), str(png_path)]
 
 
-def segment_file(input, out, *, samples=8, steps=50, sampler="ddpm", model=None, resize=False,
-                 device="auto", seed=0) -> dict:
-    """``meddiff segment`` (module docstring). Every check (options, output name, input file,
-    model) runs before anything is written.
-
-    Returns ``{"samples", "sampler", "steps", "slices", "lesion_pixels", "max_variance",
-    "nfe", "seconds", "outputs"}``.
-    """
-    _check_options(str(input), str(out), samples, steps, sampler, seed)
+def _run(method: str, model, resize: bool, device: str, input: str, samples: int,
+         steps: int, sampler: str, seed: int):
+    """(slices, Segmentation) of ``method``: the G2 ensemble of the mask DDPM, or the
+    supervised UNet baseline (one deterministic "sample", variance 0)."""
+    if method == "unet":
+        stored = load(model or registry.methods("segmentation")["unet"].default_model,
+                      kind="seg-unet", device="cpu")
+        sl = read_slices(input, stored.spec.image_size, resize=resize)
+        return sl, registry.get("segmentation", "unet")(stored.net, to_model(sl.images))
     ddpm = load_mask_ddpm(model, device)
-    sl = read_slices(str(input), ddpm.spec.image_size, resize=resize)
-    result = segment_images(ddpm.denoiser, sl.images, samples, sampler, steps, seed)
+    sl = read_slices(input, ddpm.spec.image_size, resize=resize)
+    return sl, segment_images(ddpm.denoiser, sl.images, samples, sampler, steps, seed)
+
+
+def segment_file(input, out, *, method="ensemble", samples=8, steps=50, sampler="ddpm",
+                 model=None, resize=False, device="auto", seed=0) -> dict:
+    """``meddiff segment`` (module docstring): ``method`` is a registered segmentation method,
+    ``ensemble`` (G2) or the baseline ``unet`` (``samples``, ``steps`` and ``sampler`` apply to
+    the ensemble only). Every check (options, output name, input file, model) runs before
+    anything is written.
+
+    Returns ``{"method", "samples", "sampler", "steps", "slices", "lesion_pixels",
+    "max_variance", "nfe", "seconds", "outputs"}``.
+    """
+    registry.get("segmentation", method)  # one-line error listing the choices
+    _check_options(str(input), str(out), samples, steps, sampler, seed)
+    sl, result = _run(method, model, resize, device, str(input), samples, steps, sampler, seed)
     written = write_outputs(out, sl.images, result, Grid.of(sl))
-    return {"samples": samples, "sampler": sampler, "steps": steps, "slices": len(sl.images),
+    return {"method": method, "samples": result.samples.shape[1], "sampler": sampler,
+            "steps": steps if method == "ensemble" else 0, "slices": len(sl.images),
             "lesion_pixels": int(result.mask.sum()),
             "max_variance": round(float(result.var.max()), 5), "nfe": result.nfe,
             "seconds": round(result.seconds, 3), "outputs": written}

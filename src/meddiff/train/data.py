@@ -1,4 +1,5 @@
-"""The built-in training data of ``meddiff train``: simulated anatomy, training slabs only.
+"""The training data of ``meddiff train``: built-in simulated anatomy (training slabs only) or
+the user's own files (``dataset: files``, :mod:`meddiff.data.files`).
 
 Every dataset is map-style and seeded (items are a function of ``(seed, epoch, index)``), so
 the trainer's resume is exact. Items are dicts of tensors in *image space*; the objectives map
@@ -6,12 +7,14 @@ them to model space.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
 
 from torch.utils.data import Dataset
 
 from meddiff.data.datasets import BrainPatches3D, BrainSlices
+from meddiff.data.files import FilesDataset, FilesOptions, discover, split_files, write_split
 from meddiff.data.lesion_bench import LESIONS_BENCH, LESIONS_CLASSIFIER, ClassifierData
 from meddiff.data.lesions import LESIONS_EVAL, LESIONS_TRAIN, LesionConfig
 from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
@@ -30,13 +33,13 @@ LESION_PRESETS: dict[str, LesionConfig] = {
     "segmentation": SEG_LESIONS}
 
 Dataset2D = Literal["brain_slices", "brain_patches3d", "head_ct_slices", "complex_brain_slices",
-                    "lesion_pairs"]
+                    "lesion_pairs", "files"]
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Built-in training data (simulated anatomy of the training slabs; the images are
-    ``S`` px, ``S`` the model's image size).
+class DataConfig(FilesOptions):
+    """Training data: built-in simulated anatomy of the training slabs, or the user's files;
+    the images are ``S`` px, ``S`` the model's image size.
 
     ``brain_slices``: 2D axial MR slices, items ``image`` (1, S, S) in [0, 1], ``brain``,
     ``lesion`` (1, S, S) {0, 1}, ``contrast`` (int), ``section``; with ``lesions`` (a preset of
@@ -47,6 +50,14 @@ class DataConfig:
     noise-aware classifier's data (:class:`~meddiff.data.lesion_bench.ClassifierData`): even
     items carry a lesion of the ``lesions`` preset (``label`` 1), odd items are their healthy
     twins (``label`` 0).
+
+    ``files``: the user's images and volumes matched by the globs ``paths``, with the options
+    of :class:`~meddiff.data.files.FilesOptions` (inherited: ``axis``, ``dims``, ``channels``,
+    ``normalize``, ``percentiles``, ``window``, ``fit``, ``val_fraction``, ``split_by``,
+    ``min_foreground``, ``foreground_level``, ``cache``); items ``image`` (C, S, S) or
+    (C, S, S, S). ``dims`` / ``channels`` default to the model's (:meth:`for_model`); the split
+    is by file (subject), ``seed`` seeds it, and the run writes its file lists into ``out_dir``
+    (:func:`write_data_split`). ``contrasts``, ``spacing_mm`` and ``lesions`` do not apply.
     """
 
     dataset: Dataset2D = "brain_slices"
@@ -58,6 +69,11 @@ class DataConfig:
     lesions: Literal["train", "eval", "classifier", "segmentation"] | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.dataset == "files") != bool(self.paths):
+            raise ConfigError("dataset files needs data.paths (globs of files or DICOM folders)"
+                              if self.dataset == "files" else
+                              f"data.paths applies to dataset files, not {self.dataset}")
         if self.length < 1:
             raise ConfigError(f"length must be >= 1, got {self.length}")
         if self.dataset == "lesion_pairs" and self.lesions is None:
@@ -67,18 +83,57 @@ class DataConfig:
 
     @property
     def spatial_dims(self) -> int:
+        if self.dataset == "files":
+            return self.dims or 2
         return 3 if self.dataset == "brain_patches3d" else 2
+
+    @property
+    def complex_images(self) -> bool:
+        """Whether the items are complex images as (real, imaginary) channels."""
+        return self.dataset == "complex_brain_slices" or (
+            self.dataset == "files" and self.channels == "complex")
+
+    def for_model(self, spec: Any) -> DataConfig:
+        """This config with the files dataset's unset ``dims`` / ``channels`` taken from the
+        model ``spec`` (``net.spatial_dims``, ``intensity``); other datasets unchanged."""
+        if self.dataset != "files":
+            return self
+        dims = self.dims or getattr(getattr(spec, "net", None), "spatial_dims", 2)
+        channels = self.channels or (
+            "complex" if getattr(spec, "intensity", "unit") == "complex" else "magnitude")
+        return replace(self, dims=dims, channels=channels)
+
+    def files_options(self) -> FilesOptions:
+        """The :class:`~meddiff.data.files.FilesOptions` part of this config."""
+        return FilesOptions(**{f.name: getattr(self, f.name) for f in fields(FilesOptions)})
+
+
+def files_split(d: DataConfig) -> tuple[list, list]:
+    """(train, validation) files of a files dataset (:func:`~meddiff.data.files.split_files`)."""
+    return split_files(discover(d.paths), d.val_fraction, d.seed, d.split_by)
+
+
+def write_data_split(d: DataConfig, out_dir: str | os.PathLike) -> None:
+    """For ``dataset: files``: write ``train_files.txt`` and ``val_files.txt`` (the subject
+    split) into the run directory ``out_dir``; nothing for the built-in datasets."""
+    if d.dataset == "files":
+        write_split(out_dir, *files_split(d))
 
 
 def make_dataset(d: DataConfig, size: int, split: str = "train", augment: bool | None = None,
                  length: int | None = None) -> Dataset:
     """The dataset ``d`` at ``size`` px. ``split`` 'val' / 'test' gives the held-out slabs
-    (for validation metrics), by default without augmentation and with every section and
-    contrast once; ``augment`` / ``length`` override that."""
+    (for validation metrics; for ``files``: the validation files), by default without
+    augmentation and with every section and contrast once; ``augment`` / ``length`` override
+    that."""
     train = split == "train"
     augment = (d.augment and train) if augment is None else augment
     length = length if length is not None else (d.length if train else None)
     lesions = LESION_PRESETS[d.lesions] if d.lesions is not None else None
+    if d.dataset == "files":
+        files = files_split(d)[0 if train else 1]
+        return FilesDataset(files, d.files_options(), size, split="train" if train else "val",
+                            augment=augment, seed=d.seed, length=length)
     if d.dataset == "lesion_pairs":
         if not train:
             raise ConfigError("lesion_pairs is training data only")

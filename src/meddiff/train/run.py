@@ -20,7 +20,8 @@ A run config has five sections, each read with the strict codec of :mod:`meddiff
 
 The run writes ``out_dir/model.json`` at start, so ``meddiff sample --model out_dir`` (and
 :func:`meddiff.zoo.store.load`) works on any checkpoint while training goes on, and
-``out_dir/config.yaml``, the full run config (defaults filled in).
+``out_dir/config.yaml``, the full run config (defaults filled in); with ``data.dataset: files``
+also ``out_dir/train_files.txt`` and ``out_dir/val_files.txt``, the split by subject.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from meddiff.nets.unet import count_parameters
 from meddiff.train.cards import write_card
 from meddiff.train.checkpoint import TrainState, load_checkpoint
 from meddiff.train.config import TrainConfig
-from meddiff.train.data import DataConfig
+from meddiff.train.data import DataConfig, write_data_split
 from meddiff.train.objectives import Objective, get
 from meddiff.train.trainer import PRIMARY, Trainer
 from meddiff.zoo.kinds import get_kind
@@ -101,7 +102,7 @@ def run_config(doc: Any, path: str = "") -> RunConfig:
     cls = get(cfg.objective.name)
     options = from_dict(cls.Options, cfg.objective.options, "objective.options")
     spec = from_dict(get_kind(cls.spec_kind(options)).spec, doc.get("model", {}), "model")
-    cfg = replace(cfg, model=spec)
+    cfg = replace(cfg, model=spec, data=cfg.data.for_model(spec))
     make_objective(cfg)
     return cfg
 
@@ -134,6 +135,7 @@ def train(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
                            weights="ckpt/last/ema.safetensors", fp16=False)
             text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
             atomic_write(out / RUN_CONFIG, lambda fh: fh.write(text.encode("utf-8")))
+            write_data_split(cfg.data, out)  # dataset files: the subject split
         return trainer.fit(resume=resume)
     finally:
         trainer.close()

@@ -70,9 +70,9 @@ class Diffusion(Objective):
         if self.data.spatial_dims != spec.net.spatial_dims:
             raise ConfigError(f"data.dataset {self.data.dataset!r} needs "
                               f"model.net.spatial_dims={self.data.spatial_dims}")
-        if (self.data.dataset == "complex_brain_slices") != (spec.intensity == "complex"):
-            raise ConfigError("data.dataset complex_brain_slices goes with model.intensity: "
-                              "complex (and only it)")
+        if self.data.complex_images != (spec.intensity == "complex"):
+            raise ConfigError("complex data (complex_brain_slices, or files with channels: "
+                              "complex) goes with model.intensity: complex (and only it)")
         if spec.autoencoder is not None:
             latent = self.codec.spec.net.latent_channels
             if spec.net.out_channels != latent:
@@ -133,6 +133,8 @@ class Diffusion(Objective):
             return {}
         val = make_dataset(self.data, self.image_size, split="val")
         items = [val[i] for i in range(min(self.options.val_items, len(val)))]
+        if not items:  # e.g. a files dataset without validation files
+            return {}
         batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
         gen = torch.Generator().manual_seed(1)
         with torch.no_grad():
