@@ -76,8 +76,10 @@ def test_read_slices_normalises_checks_size_and_restores(tmp_path):
     back = sl.restore(sl.images)
     inside = (vol > sl.window[0]) & (vol < sl.window[1])
     assert np.allclose(back[inside], vol[inside], rtol=1e-5)
-    with pytest.raises(InputError, match="16x16 but the model takes 8x8"):
-        api.read_slices(str(path), size=8)
+    native = api.read_slices(str(path), size=8)  # the file's own grid, not the training size
+    assert torch.equal(native.images, sl.images) and native.shape == (16, 16)
+    with pytest.raises(InputError, match="slices are 16x16, the network needs sides divisible"):
+        api.read_slices(str(path), size=8, divisor=32)
     small = api.read_slices(str(path), size=8, resize=True)
     assert small.images.shape == (3, 1, 8, 8) and small.restore(small.images).shape == vol.shape
 

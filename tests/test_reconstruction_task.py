@@ -93,7 +93,8 @@ def test_ct_sinogram_and_low_dose_noise_follow_the_delta_method():
     (lambda x: simulate_ct(x, dose=-1.0), "dose must be"),
     (lambda x: rt.run(None, *simulate_mri(x), "fbp"), "fbp needs a CT operator"),
     (lambda x: rt.run(None, *simulate_mri(x), "sart"), "unknown method 'sart'"),
-    (lambda x: rt.run(None, *simulate_mri(x), "unet"), "no bundled supervised MRI UNet for 16 px"),
+    (lambda x: rt.run(None, *simulate_mri(x), "unet"),
+     "UNet needs image sides that are multiples of 16 and at least 32, got 16"),
     (lambda x: rt.run(None, *simulate_mri(x), "zero-filled", t0=100), "no warm start"),
 ])
 def test_bad_inputs_raise_one_clear_input_error(call, message):
@@ -114,16 +115,16 @@ def _measure(ks: KSpace, mask: str = "random", acceleration=None, **kw):
 
 def test_fully_sampled_kspace_gives_a_scaled_reference_and_undersampled_data():
     x = _phantom() * torch.polar(torch.ones(S, S), torch.linspace(0, 1, S).expand(S, S))
-    op, y, ref = _measure(KSpace(_kspace(x)), "equispaced", 1.0, size=S)
+    op, y, ref = _measure(KSpace(_kspace(x)), "equispaced", 1.0, divisor=2)
     scale = float(np.percentile(x.abs().numpy(), 99.5))
     assert torch.allclose(ref, (x.abs() / scale).clamp(0, 1), atol=1e-5)
     assert float((rt.run(None, op, y, "zero-filled").image01 - ref).abs().max()) < 1e-5
-    op, y, ref = _measure(KSpace(_kspace(x, 4)), "random", 4.0, size=S)
+    op, y, ref = _measure(KSpace(_kspace(x, 4)), "random", 4.0, divisor=2)
     assert op.n_coils == 4 and ref is not None
     assert abs(op.mask.float().mean().item() - 0.25) < 1e-6
     # undersampled file: its own mask, no reference
     m = op.mask[0].numpy().astype(np.float32)
-    _, _, ref2 = _measure(KSpace(_kspace(x) * m, mask=m), size=S)
+    _, _, ref2 = _measure(KSpace(_kspace(x) * m, mask=m), divisor=2)
     assert ref2 is None
 
 
@@ -138,14 +139,14 @@ def test_bad_kspace_raises(make, message):
     m = np.zeros(S, np.float32)
     m[[1, 4, 8, 11]] = 1
     with pytest.raises(InputError) as err:
-        _measure(make(k, m), size=S)
+        _measure(make(k, m), divisor=2)
     assert message in str(err.value)
 
 
 def test_kspace_size_acceleration_and_coil_maps_are_checked():
     k = _kspace(_phantom(), coils=4)
-    with pytest.raises(InputError, match="the model takes 32x32"):
-        _measure(KSpace(k), size=32)
+    with pytest.raises(InputError, match="k-space is 16x16, the network needs sides divisible"):
+        _measure(KSpace(k), divisor=32)
     with pytest.raises(InputError, match="acceleration must be >= 1"):
         _measure(KSpace(k), acceleration=0.9)
     m = np.ones(S, np.float32)
@@ -172,8 +173,8 @@ def test_warm_started_diffusion_run_returns_image_space_results(tmp_path):
     again = rt.run(model, op, y, "diffuserecon", steps=3, t0=50, init="cs", seed=0,
                    n_samples=2, t_refine=2)
     assert torch.equal(res.image01, again.image01)
-    with pytest.raises(InputError, match="model takes 16x16"):
-        rt.run(model, *simulate_mri(_phantom(1, 8)), "song", steps=2)
+    with pytest.raises(InputError, match="images are 9x9, the network needs sides divisible by 2"):
+        rt.run(model, *simulate_mri(_phantom(1, 9)), "song", steps=2)
 
 
 @pytest.mark.parametrize("method,opts", [("score-mri", {}), ("mcg", {"alpha": 0.1})])
@@ -341,7 +342,7 @@ def _nan_nifti(tmp_path):
     (_nan_nifti, [], "NaN"),
     (lambda p: _nifti(p / "ok.nii.gz", _phantom(1)[0, 0].numpy()), ["--acceleration", "0.5"],
      "acceleration must be >= 1"),
-    (lambda p: _nifti(p / "big.nii.gz", np.ones((32, 32))), [], "pass --resize"),
+    (lambda p: _nifti(p / "odd.nii.gz", np.ones((15, 15))), [], "divisible by 2"),
     (lambda p: _nifti(p / "ok.nii.gz", _phantom(1)[0, 0].numpy()), ["--views", "8"],
      "apply to --modality ct"),
 ])

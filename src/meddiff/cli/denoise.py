@@ -17,7 +17,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--method", default="tweedie", choices=("tweedie", "ddim", "ddpm"))
     d.add_argument("--steps", type=int, default=20)
     d.add_argument("--model", default=api.DEFAULT_MODEL)
-    d.add_argument("--resize", action="store_true", help="resample slices to the model's size")
+    d.add_argument("--batch-size", type=int, default=16, help="slices per network batch")
+    d.add_argument("--resize", action="store_true",
+                   help="resample slices to the model's training size and back (default: run "
+                        "on the file's own grid)")
     d.add_argument("--out", required=True, help="output NIfTI (a PNG panel is written beside it)")
     common_options(d)
     d.set_defaults(run=run)
@@ -26,5 +29,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(a: argparse.Namespace) -> None:
     res = api.denoise_file(a.input, a.out, a.sigma, method=a.method, steps=a.steps,
-                           model=a.model, resize=a.resize, device=a.device, seed=a.seed)
+                           model=a.model, resize=a.resize, device=a.device, seed=a.seed,
+                           batch_size=a.batch_size, progress=True)
     print(f"wrote {' and '.join(res['outputs'])}")

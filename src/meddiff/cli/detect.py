@@ -58,13 +58,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument(f"--{option}", type=kind, default=d[option],
                        help=text + _applies(option, rows, per_method))
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--resize", action="store_true", help="resample slices to the model's size")
+    p.add_argument("--resize", action="store_true",
+                   help="resample slices to the model's training size and back (default: run "
+                        "on the file's own grid)")
     common_options(p, json_flag=True)
     p.set_defaults(run=run)
     return p
 
 
 def run(a: argparse.Namespace) -> None:
+    a.progress = not a.json  # a bar over the slice batches on stderr
     res = call(api.detect_file, a)
     if a.json:
         print(json.dumps(res, indent=2))

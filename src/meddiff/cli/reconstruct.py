@@ -56,7 +56,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--model", default=d["model"],
                    help="bundled name, NAME.json, or run dir (default: "
                         + ", ".join(f"{v} for {k}" for k, v in t["models"].items()) + ")")
-    r.add_argument("--resize", action="store_true", help="resample slices to the model's size")
+    r.add_argument("--resize", action="store_true",
+                   help="resample slices to the model's training size and back (default: run "
+                        "on the file's own grid)")
     r.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz); a PNG panel and, for methods with an "
                         "uncertainty map, <out>_std.nii.gz are written beside it")

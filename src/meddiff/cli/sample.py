@@ -17,6 +17,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
     s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--size", type=int, default=None,
+                   help="image side in pixels (default: the model's training size; any multiple "
+                        "of the network's divisor)")
     s.add_argument("--out", required=True, help="output directory")
     common_options(s)
     s.set_defaults(run=run)
@@ -26,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(a: argparse.Namespace) -> None:
     res = api.sample_files(a.out, model=a.model, n=a.n, sampler=a.sampler, steps=a.steps,
                            eta=a.eta, batch_size=a.batch_size, device=a.device, seed=a.seed,
-                           progress=True)
+                           progress=True, size=a.size)
     what = "middle slices" if res["volumes"] else "images"
     print(f"wrote {res['grid']} ({what}) and {a.n} NIfTI files "
           f"sample_000..{a.n - 1:03d}.nii.gz in {a.out}")

@@ -40,7 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="NAME.json or run dir of the method's network (default: "
                         + ", ".join(f"{m['default_model']} for {m['method']}" for m in rows)
                         + ")")
-    s.add_argument("--resize", action="store_true", help="resample slices to the model's size")
+    s.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help=f"network rows per batch (ensemble: slice x sample; default "
+                        f"{d['batch_size']})")
+    s.add_argument("--resize", action="store_true",
+                   help="resample slices to the model's training size and back (default: run "
+                        "on the file's own grid)")
     s.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz) of the mean mask; <out>_var.nii.gz and "
                         "<out>.png are written beside it")
@@ -50,6 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> None:
+    a.progress = not a.json  # a bar over the network batches on stderr
     res = call(api.segment_file, a)
     if a.json:
         print(json.dumps(res, indent=2))

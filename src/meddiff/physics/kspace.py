@@ -52,7 +52,7 @@ def _coil_maps(ksp: torch.Tensor, mask: torch.Tensor, coil_maps) -> torch.Tensor
     return estimate_sensitivity_maps(ksp * mask, mask)
 
 
-def _check_kspace(k, size: int | None) -> tuple[int, int]:
+def _check_kspace(k, divisor: int) -> tuple[int, int]:
     if not isinstance(k, np.ndarray) or k.dtype.kind != "c" or k.ndim != 4:
         got = f"{k.dtype} {k.shape}" if isinstance(k, np.ndarray) else type(k).__name__
         raise InputError(f"k-space must be a complex array (slices, coils, H, W), got {got}")
@@ -60,16 +60,16 @@ def _check_kspace(k, size: int | None) -> tuple[int, int]:
     if bad:
         raise InputError(f"k-space contains {bad} NaN/Inf value(s)")
     hw = tuple(k.shape[-2:])
-    if size is not None and hw != (size, size):
-        raise InputError(f"k-space is {hw[0]}x{hw[1]} but the model takes {size}x{size}; "
-                         "k-space is not resampled (crop or resample the data first)")
+    if hw[0] % divisor or hw[1] % divisor:
+        raise InputError(f"k-space is {hw[0]}x{hw[1]}, the network needs sides divisible by "
+                         f"{divisor}; k-space is not resampled (crop or zero-pad the data first)")
     return hw
 
 
 def measurement_from_kspace(kspace: np.ndarray, file_mask: np.ndarray | None = None,
                             reference: np.ndarray | None = None, *, mask: str = "random",
                             acceleration: float | None = None, seed: int = 0, coil_maps=None,
-                            size: int | None = None
+                            divisor: int = 1
                             ) -> tuple[LinearOperator, torch.Tensor, torch.Tensor | None]:
     """Operator and measurement from real k-space.
 
@@ -80,8 +80,8 @@ def measurement_from_kspace(kspace: np.ndarray, file_mask: np.ndarray | None = N
     sampled data (no mask, or one of all ones) are undersampled retrospectively with ``mask``
     / ``acceleration`` (default 4) and ``seed``, and give a reference. Multi-coil data need
     ``coil_maps`` (C, H, W) / (slices, C, H, W), or a fully sampled calibration region from
-    which they are estimated. ``size``: the model's image size; k-space of another size is
-    refused (never resampled).
+    which they are estimated. The images keep the k-space's own H x W (never resampled);
+    ``divisor``: what the network needs H and W divisible by (refused otherwise).
 
     Scaling: k-space is divided by the 99.5th percentile of the fully sampled root-sum-of-squares
     image (undersampled: the zero-filled one), so images are about [0, 1] (image space).
@@ -89,7 +89,7 @@ def measurement_from_kspace(kspace: np.ndarray, file_mask: np.ndarray | None = N
     image; ``reference01`` (slices, 1, H, W) in [0, 1] (RSS of the fully sampled data, or
     ``reference`` when it has the k-space's H x W) or None.
     """
-    hw = _check_kspace(kspace, size)
+    hw = _check_kspace(kspace, divisor)
     if acceleration is not None:
         check_acceleration(acceleration)
     ksp = torch.from_numpy(kspace.astype(np.complex64))

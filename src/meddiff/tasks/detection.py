@@ -5,7 +5,7 @@ outputs; the methods are the registered ``detection`` family
     from meddiff.tasks import detection as dt
     opts = dt.DetectOptions(seed=0, t=250)
     runner = dt.prepare("anoddpm", opts)                    # loads the models once
-    result = dt.detect(runner, images01, opts)              # maps (N, 1, S, S), higher = anomalous
+    result = dt.detect(runner, images01, opts)              # maps (N, 1, H, W), higher = anomalous
 
 A method's registration names its default model and the options that apply; the task loads
 that diffusion model (:func:`meddiff.zoo.store.load_diffusion`), the autoencoder of a latent
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from meddiff.data.intensity import from_model, to_model
 from meddiff.data.writers import save_nifti
@@ -69,17 +70,19 @@ class DetectOptions:
 @dataclass
 class Runner:
     """A prepared method: ``run(x, generator) -> AnomalyResult`` on one model-space batch, the
-    model input size, the models' names and the device."""
+    models' training image size, the models' names, the device and ``divisor``: what the
+    networks need the image sides divisible by (they are fully convolutional otherwise)."""
 
     run: Callable[[torch.Tensor, torch.Generator], AnomalyResult]
     image_size: int
     names: tuple[str, ...]
     device: torch.device
+    divisor: int = 1
 
 
 @dataclass
 class Detection:
-    """maps: (N, 1, S, S) float32 image-space differences >= 0; recon: (N, 1, S, S) in [0, 1];
+    """maps: (N, 1, H, W) float32 image-space differences >= 0; recon: (N, 1, H, W) in [0, 1];
     nfe and seconds over all batches."""
 
     maps: torch.Tensor
@@ -136,8 +139,9 @@ def _is_latent(name: str) -> bool | None:
         return None
 
 
-def _latent(model_arg: str | None, model: LoadedModel) -> tuple[LatentDetector, str, int]:
-    """(D2 pair, autoencoder name, image size) of a latent diffusion model ``model`` loaded
+def _latent(model_arg: str | None, model: LoadedModel) -> tuple[LatentDetector, str, int, int]:
+    """(D2 pair, autoencoder name, image size, divisor) of a latent diffusion model ``model``
+    loaded
     from ``model_arg`` (None: bundled): its autoencoder
     ``spec.autoencoder`` is the sibling ``NAME.json`` when there is one, else the bundled model;
     the latent scale it was trained with (card) must be the autoencoder's."""
@@ -151,7 +155,7 @@ def _latent(model_arg: str | None, model: LoadedModel) -> tuple[LatentDetector, 
         raise InputError(f"{model.name}: latent DDPM was trained with latent scale {trained}, "
                          f"the autoencoder {ae.name} has {ae.spec.latent_scale:.6g}; retrain it")
     det = LatentDetector(LatentCodec(ae.net, ae.spec.latent_scale), model.denoiser)
-    return det, ae.name, ae.spec.image_size
+    return det, ae.name, ae.spec.image_size, ae.spec.net.factor * model.spec.net.divisor
 
 
 def load_latent(name: str | None = None, device: str = "auto"
@@ -161,7 +165,7 @@ def load_latent(name: str | None = None, device: str = "auto"
     model = _diffusion(name, registry.methods("detection")["latent"].default_model, device)
     if not model.spec.autoencoder:
         raise InputError(f"{model.name} is not a latent diffusion model (no spec.autoencoder)")
-    det, ae_name, _ = _latent(name, model)
+    det, ae_name, _, _ = _latent(name, model)
     return det, (ae_name, model.name)
 
 
@@ -192,32 +196,39 @@ def prepare(method: str, o: DetectOptions) -> Runner:
         kind = "a latent" if not latent else "an image-space"
         raise InputError(f"--method {method} needs {kind} diffusion model; {model.name} is not")
     net, names, size = model, (model.name,), model.spec.image_size
+    divisor = model.spec.net.divisor
     if latent:
-        net, ae_name, size = _latent(o.model, model)
+        net, ae_name, size, divisor = _latent(o.model, model)
         names = (ae_name, model.name)
     kw = {k: getattr(o, k) for k in info.options if k != "classifier" and getattr(o, k) is not None}
     if "classifier" in info.options:
         clf = _classifier(o.classifier, model)
         kw["classifier"], names = clf.net, names + (clf.name,)
+        divisor = max(divisor, 2 ** len(clf.spec.net.channels))  # powers of two: their lcm
     fn = registry.get("detection", method)
 
     def run(x: torch.Tensor, g: torch.Generator) -> AnomalyResult:
         return fn(net, x, generator=g, **kw)
 
-    return Runner(run, size, names, model.denoiser.device)
+    return Runner(run, size, names, model.denoiser.device, divisor)
 
 
 # ------------------------------------------------------------------------------ running
-def detect(runner: Runner, images01: torch.Tensor, options: DetectOptions) -> Detection:
-    """Run a prepared method over ``images01`` (N, 1, S, S) in [0, 1] in batches (model space
-    in, image space out), with one generator seeded by ``options.seed`` on the model's
-    device."""
-    if images01.ndim != 4 or images01.shape[1] != 1 or images01.shape[-1] != runner.image_size:
-        raise InputError(f"images must be (N, 1, {runner.image_size}, {runner.image_size}), "
-                         f"got {tuple(images01.shape)}")
+def detect(runner: Runner, images01: torch.Tensor, options: DetectOptions,
+           progress: bool = False) -> Detection:
+    """Run a prepared method over ``images01`` (N, 1, H, W) in [0, 1], H and W multiples of
+    ``runner.divisor``, in batches (model space in, image space out), with one generator
+    seeded by ``options.seed`` on the model's device; ``progress``: a bar over the batches."""
+    if images01.ndim != 4 or images01.shape[1] != 1:
+        raise InputError(f"images must be (N, 1, H, W), got {tuple(images01.shape)}")
+    h, w = images01.shape[-2:]
+    if h % runner.divisor or w % runner.divisor:
+        raise InputError(f"the images are {h}x{w}, the networks need sides divisible by "
+                         f"{runner.divisor}; pad or crop them, or pass --resize")
     g = torch.Generator(runner.device).manual_seed(int(options.seed))
     start, maps, recons, nfe = time.perf_counter(), [], [], 0
-    for i in range(0, len(images01), options.batch_size):
+    for i in tqdm(range(0, len(images01), options.batch_size), desc="detect", unit="batch",
+                  leave=False, disable=not progress):
         res = runner.run(to_model(images01[i:i + options.batch_size]), g)
         maps.append(res.maps * 0.5)  # |x - x_hat| in image space: model space halved
         recons.append(from_model(res.recon))
@@ -241,11 +252,13 @@ def write_outputs(out_path: str | Path, det: Detection, slices, method: str) -> 
 
 def detect_file(input, out, *, method, model=None, classifier=None, t=None, level=None,
                 scale=None, steps=None, smooth=None, samples=None, batch_size=16, resize=False,
-                device="auto", seed=0) -> dict:
+                device="auto", seed=0, progress=False) -> dict:
     """``meddiff detect``: anomaly maps of every slice of an image file (NIfTI, DICOM, PNG,
     TIFF, NPY) with a registered detection method. Writes the map ``out`` (the file's grid and
     affine), ``<out>_healthy`` (the healthy reconstruction, file units), ``<out>.png`` and
-    ``<out>_overlay.png``. Every check runs before anything is written.
+    ``<out>_overlay.png``. The slices keep the file's grid (``resize``: resampled to the
+    models' training size and back) and go through the networks ``batch_size`` at a time
+    (``progress``: a bar over the batches). Every check runs before anything is written.
 
     Returns ``{"method", "models", "slices", "nfe", "seconds", "seconds_per_slice", "map_max",
     "outputs"}``.
@@ -258,8 +271,8 @@ def detect_file(input, out, *, method, model=None, classifier=None, t=None, leve
     if not Path(str(input)).exists():
         raise InputError(f"{input}: no such file or folder")
     runner = prepare(method, opts)
-    slices = read_slices(str(input), runner.image_size, resize=resize)
-    det = detect(runner, slices.images, opts)
+    slices = read_slices(str(input), runner.image_size, resize=resize, divisor=runner.divisor)
+    det = detect(runner, slices.images, opts, progress=progress)
     written = [str(p) for p in write_outputs(out, det, slices, method)]
     return {"method": method, "models": list(runner.names), "slices": len(det.maps),
             "nfe": det.nfe, "seconds": round(det.seconds, 3),

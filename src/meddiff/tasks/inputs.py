@@ -5,6 +5,7 @@ model space of the prior (:mod:`meddiff.data.intensity`) and back.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ from meddiff.tasks.outputs import Grid, to_file_grid
 from meddiff.zoo.store import LoadedModel, load_diffusion
 
 DEFAULT_MODEL = "brain-prior-64"  # the bundled prior of sample / denoise / demo
+FAR = 2.0  # a side this many times the training size (or 1 / FAR of it) gets a warning
+
+_log = logging.getLogger(__name__)
 
 
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto") -> LoadedModel:
@@ -35,9 +39,10 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "a
 class Slices:
     """2D slices read from a user file, ready for a 2D model.
 
-    ``images``: (N, 1, S, S) float32 in [0, 1] (percentile-normalised); ``window``: the
-    (low, high) input values mapped to 0 and 1; ``image``: the file as read; ``shape``: the
-    slices' (H, W) in the file (differs from ``S`` when they were resampled).
+    ``images``: (N, 1, H', W') float32 in [0, 1] (percentile-normalised): the file's own grid,
+    or the model's training size S x S with ``resize``; ``window``: the (low, high) input values
+    mapped to 0 and 1; ``image``: the file as read; ``shape``: the slices' (H, W) in the file
+    (differs from (H', W') when they were resampled).
     """
 
     images: torch.Tensor
@@ -46,19 +51,41 @@ class Slices:
     shape: tuple[int, int]
 
     def restore(self, x: torch.Tensor) -> np.ndarray:
-        """Slices ``x`` (N, 1, S, S) in [0, 1] back on the file's grid and intensity units,
+        """Slices ``x`` (N, 1, H', W') in [0, 1] back on the file's grid and intensity units,
         laid out like ``image.array`` (2D, or 3D with the slice axis last)."""
         return to_file_grid(x, Grid.of(self), "image")
 
 
+def check_size(hw: tuple[int, ...], trained: int, divisor: int, what: str = "the images",
+               resize: bool = True) -> None:
+    """Whether a network trained on ``trained`` px images can run on a ``hw`` grid: a one-line
+    InputError when a side is not a multiple of ``divisor`` (the network halves the image that
+    many times), a warning (log) when a side differs from ``trained`` by more than
+    :data:`FAR` x either way (the prior then sees another pixel size than it learned).
+    ``resize``: the messages mention ``--resize`` (the caller has that option)."""
+    sides = "x".join(str(int(n)) for n in hw)
+    if any(int(n) % divisor for n in hw):
+        hint = f"pad or crop them, or pass --resize ({trained}x{trained})" if resize else \
+            f"choose a multiple of {divisor}"
+        raise InputError(f"{what} are {sides}, the network needs sides divisible by {divisor}; "
+                         + hint)
+    if any(n > FAR * trained or n * FAR < trained for n in hw):
+        _log.warning("meddiff: warning: %s are %s, the model was trained on %dx%d: the prior "
+                     "sees another pixel size, results may be worse%s", what, sides, trained,
+                     trained, " (--resize resamples)" if resize else "")
+
+
 def read_slices(path: str | os.PathLike, size: int, resize: bool = False,
-                normalize: bool = True) -> Slices:
+                normalize: bool = True, divisor: int = 1) -> Slices:
     """Read a 2D image or every 2D slice of a volume (NIfTI, DICOM, PNG, TIFF, NPY).
 
     Intensities are mapped to [0, 1] by the 0.5 / 99.5 percentiles of the whole file
-    (``normalize=False`` expects values already in [0, 1]). Slices of another size than
-    ``size`` are refused unless ``resize=True`` (bilinear, antialiased; :meth:`Slices.restore`
-    resamples results back to the file's grid). Volumes are sliced along their last axis.
+    (``normalize=False`` expects values already in [0, 1]). The slices keep the file's own
+    grid (native resolution): ``size`` is the model's training size and ``divisor`` what the
+    network needs its sides divisible by (:func:`check_size`: error / warning). ``resize=True``
+    resamples them to ``size`` x ``size`` instead (bilinear, antialiased;
+    :meth:`Slices.restore` resamples results back to the file's grid). Volumes are sliced
+    along their last axis.
     """
     image = load_image(path)
     arr = to_2d_slices(image, axis=-1)
@@ -71,10 +98,9 @@ def read_slices(path: str | os.PathLike, size: int, resize: bool = False,
         window = (0.0, 1.0)
     x = torch.from_numpy(np.ascontiguousarray(arr))[:, None]
     h, w = x.shape[-2:]
-    if (h, w) != (size, size):
-        if not resize:
-            raise InputError(f"{path}: slices are {h}x{w} but the model takes {size}x{size}; "
-                             "resample the file or pass --resize")
+    if resize and (h, w) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False).clamp(0, 1)
+    elif not resize:
+        check_size((h, w), size, divisor, f"{path}: slices")
     return Slices(x, window, image, (h, w))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from tqdm.auto import tqdm
 
 from meddiff.core.noise import get_noise
 from meddiff.core.samplers import SAMPLERS, default_spacing, generate, get_sampler
@@ -22,7 +23,7 @@ from meddiff.data.intensity import from_model, image_space, to_model
 from meddiff.data.writers import save_nifti
 from meddiff.errors import ConfigError
 from meddiff.eval.figures import save_grid, save_panel
-from meddiff.tasks.inputs import DEFAULT_MODEL, load_model, read_slices
+from meddiff.tasks.inputs import DEFAULT_MODEL, check_size, load_model, read_slices
 from meddiff.zoo.store import LoadedModel
 
 DenoiseMethod = Literal["tweedie", "ddim", "ddpm"]
@@ -36,10 +37,15 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 def sample(model: LoadedModel, n: int = 16, sampler: str = "ddim", steps: int = 50, seed: int = 0,
-           eta: float = 0.0, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+           eta: float = 0.0, batch_size: int = 16, progress: bool = False,
+           size: int | None = None) -> torch.Tensor:
     """Draw ``n`` images from the model; returns (n, C, *spatial) float32 in the model's image
     space, clipped: [0, 1] (``spec.intensity == "unit"``), or real / imaginary channels in
     [-1, 1] (``"complex"``; :func:`meddiff.data.intensity.image_space`).
+
+    ``size``: the side of the images (default the training size ``spec.image_size``); the
+    network is fully convolutional, so any multiple of its divisor works
+    (:func:`~meddiff.tasks.inputs.check_size`), at the training pixel size.
 
     ``sampler``: ddpm | ddim | dpmpp_2m | pc_ve | pc_vp; ``eta`` applies to DDIM only.
     Reproducible with ``seed`` for a given device and batch size.
@@ -56,7 +62,10 @@ def sample(model: LoadedModel, n: int = 16, sampler: str = "ddim", steps: int = 
     dev = den.device
     gen = _generator(seed, dev)
     spec = model.spec
-    shape = (spec.net.out_channels, *([spec.image_size] * spec.net.spatial_dims))
+    size = spec.image_size if size is None else int(size)
+    check_size((size,) * spec.net.spatial_dims, spec.image_size, spec.net.divisor,
+               "the samples", resize=False)
+    shape = (spec.net.out_channels, *([size] * spec.net.spatial_dims))
     opts = {"eta": eta} if get_sampler(sampler) is SAMPLERS["ddim"] else {}
     out = []
     for start in range(0, n, batch_size):
@@ -70,7 +79,8 @@ def sample(model: LoadedModel, n: int = 16, sampler: str = "ddim", steps: int = 
 
 def denoise(model: LoadedModel, images: torch.Tensor, sigma: float,
             method: DenoiseMethod = "tweedie", steps: int = 20, seed: int = 0,
-            samples: int = 1) -> torch.Tensor:
+            samples: int = 1, batch_size: int | None = None,
+            progress: bool = False) -> torch.Tensor:
     """Remove additive Gaussian noise of std ``sigma`` (image space) with the diffusion prior.
 
     A noisy image ``y = x + sigma n`` in model space is ``x + 2 sigma n``, i.e. exactly the VE
@@ -83,7 +93,10 @@ def denoise(model: LoadedModel, images: torch.Tensor, sigma: float,
       partial-diffusion idea of SDEdit, Meng et al. 2022, arXiv 2108.01073); ``samples > 1``
       averages that many posterior samples (DDPM).
 
-    ``images``: (B, 1, H, W) in [0, 1] at the model's size; returns the same shape in [0, 1].
+    ``images``: (B, 1, H, W) in [0, 1], H and W multiples of the network's divisor (any size:
+    the network is fully convolutional); returns the same shape in [0, 1]. ``batch_size``
+    images go through the network at a time (None: all); one generator serves every batch, so
+    the stochastic methods depend on it. ``progress``: a bar over the batches (stderr).
     """
     den = model.denoiser
     if model.spec.intensity != "unit":
@@ -93,12 +106,25 @@ def denoise(model: LoadedModel, images: torch.Tensor, sigma: float,
         raise ConfigError(f"sigma must be in (0, 1) (image-space noise std), got {sigma}")
     if method not in DENOISE_METHODS:
         raise ConfigError(f"unknown denoising method {method!r}; use tweedie, ddim or ddpm")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     dev = den.device
     t0 = float(den.schedule.t_from_sigma_ve(2 * sigma).round().clamp(0, den.schedule.num_steps - 1))
-    x_t = den.schedule.alpha_bar(t0).sqrt().float() * to_model(images.to(dev))
+    gen = None if method == "tweedie" else _generator(seed, dev)
+    step = batch_size or max(1, len(images))
+    out = []
+    for i in tqdm(range(0, len(images), step), desc="denoise", unit="batch", leave=False,
+                  disable=not progress):
+        x_t = den.schedule.alpha_bar(t0).sqrt().float() * to_model(images[i:i + step].to(dev))
+        out.append(_denoise_batch(den, x_t, t0, method, steps, samples, gen))
+    return torch.cat(out)
+
+
+def _denoise_batch(den, x_t: torch.Tensor, t0: float, method: str, steps: int, samples: int,
+                   gen: torch.Generator | None) -> torch.Tensor:
+    """:func:`denoise` of one batch of VE states ``x_t`` (model space) -> [0, 1] on the CPU."""
     if method == "tweedie":
         return from_model(den.predict(x_t, t0).x0).clamp(0, 1).cpu()
-    gen = _generator(seed, dev)
     ts = den.schedule.timesteps(steps, t_start=t0, spacing=default_spacing(method))
     runs = [get_sampler(method)(den, x_t, ts, generator=gen) for _ in range(max(1, samples))]
     return from_model(torch.stack(runs).mean(0)).clamp(0, 1).cpu()
@@ -106,9 +132,11 @@ def denoise(model: LoadedModel, images: torch.Tensor, sigma: float,
 
 def sample_files(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODEL, n: int = 16,
                  sampler: str = "ddim", steps: int = 50, eta: float = 0.0, batch_size: int = 16,
-                 device: str = "auto", seed: int = 0, progress: bool = False) -> dict:
-    """Draw ``n`` samples of ``model`` and write ``out_dir/samples.png`` (a grid; middle slices
-    for a 3D model; magnitude for a complex one) and one NIfTI ``sample_###.nii.gz`` each.
+                 device: str = "auto", seed: int = 0, progress: bool = False,
+                 size: int | None = None) -> dict:
+    """Draw ``n`` samples of ``model`` (``size`` px, default its training size) and write
+    ``out_dir/samples.png`` (a grid; middle slices for a 3D model; magnitude for a complex one)
+    and one NIfTI ``sample_###.nii.gz`` each.
 
     Returns ``{"model", "n", "sampler", "steps", "seed", "grid", "volumes", "files"}``
     (``volumes``: the model is 3D; ``files``: the NIfTI paths). Nothing is written before the
@@ -116,7 +144,7 @@ def sample_files(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_
     """
     loaded = load_model(model, device=device)
     images = sample(loaded, n=n, sampler=sampler, steps=steps, seed=seed, eta=eta,
-                    batch_size=batch_size, progress=progress)
+                    batch_size=batch_size, progress=progress, size=size)
     if loaded.spec.intensity == "complex":  # (real, imag) channels -> magnitude in [0, 1]
         images = images.norm(dim=1, keepdim=True).clamp(0, 1)
     out = Path(out_dir)
@@ -134,18 +162,23 @@ def sample_files(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_
 def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float,
                  method: DenoiseMethod = "tweedie", steps: int = 20,
                  model: str | os.PathLike = DEFAULT_MODEL, resize: bool = False,
-                 device: str = "auto", seed: int = 0) -> dict:
+                 device: str = "auto", seed: int = 0, batch_size: int = 16,
+                 progress: bool = False) -> dict:
     """Denoise every 2D slice of ``input`` (NIfTI, DICOM, PNG, TIFF, NPY; percentile-normalised
     to [0, 1]) with :func:`denoise` and write ``out`` (NIfTI, the input's units, grid and affine)
     and a PNG panel beside it (``out`` without its suffixes + ``.png``: input / denoised /
-    difference of the middle slice).
+    difference of the middle slice). The slices keep the file's grid (``resize``: resampled
+    to the model's training size and back; :func:`~meddiff.tasks.inputs.read_slices`) and go
+    through the network ``batch_size`` at a time (``progress``: a bar over the batches).
 
     Returns ``{"model", "method", "sigma", "slices", "outputs": [nifti, png]}``; every check
     (file, size, sigma, method) happens before anything is written.
     """
     loaded = load_model(model, device=device)
-    sl = read_slices(input, loaded.spec.image_size, resize=resize)
-    clean = denoise(loaded, sl.images, sigma, method=method, steps=steps, seed=seed)
+    sl = read_slices(input, loaded.spec.image_size, resize=resize,
+                     divisor=loaded.spec.net.divisor)
+    clean = denoise(loaded, sl.images, sigma, method=method, steps=steps, seed=seed,
+                    batch_size=batch_size, progress=progress)
     target = Path(out)
     mid = len(clean) // 2
     save_nifti(target, sl.restore(clean), sl.image.affine)

@@ -3,7 +3,7 @@
 
     from meddiff.physics.acquisition import simulate_mri
     from meddiff.tasks import reconstruction as rt
-    from meddiff.tasks.inputs import load_model, read_slices
+    from meddiff.tasks.inputs import check_size, load_model, read_slices
     model = load_model("brain-prior-64")
     image01 = read_slices("t1.nii.gz", model.spec.image_size).images          # (N, 1, 64, 64)
     op, y = simulate_mri(image01, mask="random", acceleration=4, seed=0)
@@ -28,9 +28,10 @@ fully sampled k-space centre (:class:`~meddiff.physics.mri.PhaseModulated`), and
 2110.05243, sec. 3.3). Results are magnitude images in [0, 1] (``real`` / ``phase``: the real
 part of the reconstructed real image).
 
-Sizes: the images must have the model's size; :func:`reconstruct_file` refuses other sizes
-unless ``resize=True`` (outputs are resampled back to the file's grid); k-space is never
-resampled (refused when its size differs).
+Sizes: the priors are fully convolutional, so images and k-space keep their own grid (native
+resolution); only sides that the network cannot take (not multiples of its divisor) are
+refused. ``resize=True`` resamples image files to the model's training size and the outputs
+back to the file's grid; k-space is never resampled.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ from meddiff.physics.base import LinearOperator
 from meddiff.physics.kspace import measurement_from_kspace
 from meddiff.physics.mri import MultiCoilMRI, PhaseModulated, SingleCoilMRI, estimate_phase
 from meddiff.physics.noise import GaussianNoise
-from meddiff.tasks.inputs import load_model, read_slices
+from meddiff.tasks.inputs import check_size, load_model, read_slices
 from meddiff.tasks.outputs import Grid, output_paths, reconstruction_panel, to_file_grid
 from meddiff.zoo.catalogue import bundled
 from meddiff.zoo.store import load
@@ -81,13 +82,24 @@ class Result:
 
 
 # ---------------------------------------------------------------------------------- baselines
+UNET_DIVISOR = 16  # the supervised UNet halves the image four times
+
+
 @functools.lru_cache(maxsize=4)
 def recon_unet(modality: str, size: int) -> torch.nn.Module:
-    """The bundled supervised UNet ``recon-unet-{modality}-{size}`` (CPU, eval mode)."""
+    """The bundled supervised UNet of ``modality`` (CPU, eval mode): ``recon-unet-{modality}-
+    {size}`` when there is one, else the one trained at another size (it is fully
+    convolutional; ``size`` must be a multiple of 16 and at least 32: its instance norms
+    need more than one pixel at the coarsest level)."""
+    if size % UNET_DIVISOR or size < 2 * UNET_DIVISOR:
+        raise InputError(f"the supervised UNet needs image sides that are multiples of "
+                         f"{UNET_DIVISOR} and at least {2 * UNET_DIVISOR}, got {size}")
+    names = [n for n in bundled("recon-unet") if n.startswith(f"recon-unet-{modality}-")]
     name = f"recon-unet-{modality}-{size}"
-    if name not in bundled("recon-unet"):
-        raise InputError(f"no bundled supervised {modality.upper()} UNet for {size} px images "
-                         f"({name})")
+    if name not in names:
+        if not names:
+            raise InputError(f"no bundled supervised {modality.upper()} UNet ({name})")
+        name = names[0]
     return load(name, kind="recon-unet").net
 
 
@@ -116,10 +128,12 @@ def _magnitude01(z: torch.Tensor) -> torch.Tensor:
 
 
 def _check_size(model, like: torch.Tensor) -> None:
-    size = getattr(getattr(model, "spec", None), "image_size", None)
-    if size is not None and tuple(like.shape[-2:]) != (size, size):
-        raise InputError(f"the images are {like.shape[-2]}x{like.shape[-1]} but the model takes "
-                         f"{size}x{size}; resample the input (--resize)")
+    """One-line InputError when the network of ``model`` cannot take the images' grid."""
+    d = getattr(getattr(getattr(model, "spec", None), "net", None), "divisor", 1)
+    h, w = like.shape[-2:]
+    if h % d or w % d:
+        raise InputError(f"the images are {h}x{w}, the network needs sides divisible by {d}; "
+                         "pad or crop the input, or pass --resize")
 
 
 def _view(intensity: str, view: str | None, operator: LinearOperator) -> str:
@@ -299,19 +313,22 @@ def _check_options(input: str, out: str, kspace: bool, *, modality, method, mask
     output_paths(out, "_std", ".png")
 
 
-def _problem(input: str, size: int, kspace: bool, real_prior: bool, *, modality, mask,
-             acceleration, coils, noise_std, views, dose, resize, seed):
-    """(operator, y, reference01, grid, view) for the input file (view None: the model's
-    default, see :func:`run`)."""
+def _problem(input: str, size: int, divisor: int, kspace: bool, real_prior: bool, *, modality,
+             mask, acceleration, coils, noise_std, views, dose, resize, seed):
+    """(operator, y, reference01, grid, view) for the input file on its own grid (view None:
+    the model's default, see :func:`run`); ``size`` / ``divisor``: the prior's training size
+    and what its network needs the sides divisible by."""
     if kspace:
         from meddiff.data.kspace_io import load_kspace
 
         ks = load_kspace(input)
         op, y, ref = measurement_from_kspace(ks.kspace, ks.mask, ks.reference, mask=mask,
-                                             acceleration=acceleration, seed=seed, size=size)
+                                             acceleration=acceleration, seed=seed, divisor=divisor)
+        check_size(tuple(y.shape[-2:]), size, divisor, f"{input}: k-space images",
+                   resize=False)
         return op, y, ref, Grid.plain(len(y), tuple(y.shape[-2:])), \
             "batch" if real_prior else None
-    slices = read_slices(input, size, resize=resize)
+    slices = read_slices(input, size, resize=resize, divisor=divisor)
     image01 = slices.images
     if modality == "ct":
         op, y = simulate_ct(image01, views, dose, seed)
@@ -330,7 +347,9 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     sparse-view / low-dose sinogram, :func:`~meddiff.physics.acquisition.simulate_ct`); an
     HDF5 file is fastMRI-style k-space (:func:`~meddiff.physics.kspace.measurement_from_kspace`).
     Writes ``out`` (the reconstruction on the file's grid), ``<out>_std`` for methods with an
-    uncertainty map and ``<out>.png``. Every check runs before anything is written.
+    uncertainty map and ``<out>.png``. The acquisition is simulated / read at the file's own
+    size (``resize``: image files resampled to the model's training size). Every check runs
+    before anything is written.
 
     Returns ``{"method", "nfe", "seconds", "metrics": [{method, psnr, ssim, nmse, nfe,
     seconds}, ...] (empty without a reference), "outputs": [paths]}``.
@@ -341,8 +360,8 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
                    noise_std=noise_std, views=views, dose=dose, steps=steps, t0=t0, init=init,
                    seed=seed)
     prior = load_model(model or DEFAULT_MODELS[modality], device=device)
-    op, y, ref, grid, view = _problem(str(input), prior.spec.image_size, kspace,
-                                      prior.spec.intensity == "unit", modality=modality,
+    op, y, ref, grid, view = _problem(str(input), prior.spec.image_size, prior.spec.net.divisor,
+                                      kspace, prior.spec.intensity == "unit", modality=modality,
                                       mask=mask, acceleration=acceleration, coils=coils,
                                       noise_std=noise_std, views=views, dose=dose, resize=resize,
                                       seed=seed)

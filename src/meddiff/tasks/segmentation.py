@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from meddiff.data.intensity import to_model
 from meddiff.data.writers import save_nifti
@@ -52,13 +53,18 @@ def load_seg_unet(name: str | None = None, device: str = "cpu") -> torch.nn.Modu
     return load(name or default, kind="seg-unet", device=device).net
 
 
+UNET_DIVISOR = 16  # the supervised segmentation UNet (MONAI BasicUNet) halves the image 4 times
+
+
 def segment_images(den, images01: torch.Tensor, samples: int, sampler: str, steps: int,
-                   seed: int, batch_size: int = 64) -> Segmentation:
-    """G2 on image-space slices (N, 1, S, S) in [0, 1] (converted to model space here)."""
-    return segment(den, to_model(images01), samples, sampler, steps, seed, batch_size)
+                   seed: int, batch_size: int = 64, progress: bool = False) -> Segmentation:
+    """G2 on image-space slices (N, 1, H, W) in [0, 1] (converted to model space here), any
+    H, W the mask DDPM's network divides; ``batch_size`` network rows (slice x sample) at a
+    time, ``progress``: a bar over them."""
+    return segment(den, to_model(images01), samples, sampler, steps, seed, batch_size, progress)
 
 
-def _check_options(input: str, out: str, samples, steps, sampler, seed) -> None:
+def _check_options(input: str, out: str, samples, steps, sampler, seed, batch_size) -> None:
     if not (isinstance(samples, int) and samples >= 1):
         raise InputError(f"--samples must be >= 1, got {samples}")
     if not (isinstance(steps, int) and steps >= 1):
@@ -67,6 +73,8 @@ def _check_options(input: str, out: str, samples, steps, sampler, seed) -> None:
         raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     if not Path(input).exists():
         raise InputError(f"{input}: no such file or folder")
     output_paths(out, *OUTPUT_SUFFIXES)
@@ -84,32 +92,44 @@ def write_outputs(out_path: str | Path, images01: torch.Tensor, result: Segmenta
 
 
 def _run(method: str, model, resize: bool, device: str, input: str, samples: int,
-         steps: int, sampler: str, seed: int):
-    """(slices, Segmentation) of ``method``: the G2 ensemble of the mask DDPM, or the
-    supervised UNet baseline (one deterministic "sample", variance 0)."""
+         steps: int, sampler: str, seed: int, batch_size: int, progress: bool):
+    """(slices, Segmentation) of ``method`` on the file's own grid: the G2 ensemble of the mask
+    DDPM, or the supervised UNet baseline (one deterministic "sample", variance 0), in
+    batches."""
     if method == "unet":
         stored = load(model or registry.methods("segmentation")["unet"].default_model,
                       kind="seg-unet", device="cpu")
-        sl = read_slices(input, stored.spec.image_size, resize=resize)
-        return sl, registry.get("segmentation", "unet")(stored.net, to_model(sl.images))
+        sl = read_slices(input, stored.spec.image_size, resize=resize, divisor=UNET_DIVISOR)
+        unet = registry.get("segmentation", "unet")
+        parts = [unet(stored.net, to_model(sl.images[i:i + batch_size]))
+                 for i in tqdm(range(0, len(sl.images), batch_size), desc="segment",
+                               unit="batch", leave=False, disable=not progress)]
+        return sl, Segmentation(*(torch.cat([getattr(p, k) for p in parts])
+                                  for k in ("mean", "var", "samples")),
+                                sum(p.nfe for p in parts), sum(p.seconds for p in parts))
     ddpm = load_mask_ddpm(model, device)
-    sl = read_slices(input, ddpm.spec.image_size, resize=resize)
-    return sl, segment_images(ddpm.denoiser, sl.images, samples, sampler, steps, seed)
+    sl = read_slices(input, ddpm.spec.image_size, resize=resize, divisor=ddpm.spec.net.divisor)
+    return sl, segment_images(ddpm.denoiser, sl.images, samples, sampler, steps, seed,
+                              batch_size, progress)
 
 
 def segment_file(input, out, *, method="ensemble", samples=8, steps=50, sampler="ddpm",
-                 model=None, resize=False, device="auto", seed=0) -> dict:
+                 model=None, resize=False, device="auto", seed=0, batch_size=64,
+                 progress=False) -> dict:
     """``meddiff segment`` (module docstring): ``method`` is a registered segmentation method,
     ``ensemble`` (G2) or the baseline ``unet`` (``samples``, ``steps`` and ``sampler`` apply to
-    the ensemble only). Every check (options, output name, input file, model) runs before
-    anything is written.
+    the ensemble only). The slices keep the file's grid (``resize``: resampled to the model's
+    training size and back); ``batch_size`` network rows at a time (ensemble: slice x sample;
+    ``progress``: a bar over the batches). Every check (options, output name, input file,
+    model) runs before anything is written.
 
     Returns ``{"method", "samples", "sampler", "steps", "slices", "lesion_pixels",
     "max_variance", "nfe", "seconds", "outputs"}``.
     """
     registry.get("segmentation", method)  # one-line error listing the choices
-    _check_options(str(input), str(out), samples, steps, sampler, seed)
-    sl, result = _run(method, model, resize, device, str(input), samples, steps, sampler, seed)
+    _check_options(str(input), str(out), samples, steps, sampler, seed, batch_size)
+    sl, result = _run(method, model, resize, device, str(input), samples, steps, sampler, seed,
+                      batch_size, progress)
     written = write_outputs(out, sl.images, result, Grid.of(sl))
     return {"method": method, "samples": result.samples.shape[1], "sampler": sampler,
             "steps": steps if method == "ensemble" else 0, "slices": len(sl.images),

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from meddiff.core.model import Condition
 from meddiff.core.samplers import generate, get_sampler
@@ -56,13 +57,14 @@ def _check_sampling(den, n_samples: int, sampler: str, steps: int) -> None:
 @torch.no_grad()
 def sample_masks(den, x: torch.Tensor, n_samples: int = DEFAULT_SAMPLES,
                  sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, seed: int = 0,
-                 batch_size: int = 64) -> torch.Tensor:
+                 batch_size: int = 64, progress: bool = False) -> torch.Tensor:
     """``n_samples`` masks per image: (B, N, 1, H, W) soft masks in [0, 1].
 
     ``x``: (B, 1, H, W) images in model space, the concatenated condition. Each sample starts
     from its own Gaussian noise at ``T - 1`` and runs ``steps`` steps of ``sampler`` (``ddpm``:
     ancestral, Ho et al. 2020, eqs. 6-7, respaced; ``ddim``: eta 0, Song et al. 2021, eq. 12)
-    with the image fixed. Deterministic for a given (seed, B, n_samples, batch_size).
+    with the image fixed, ``batch_size`` network rows at a time (``progress``: a bar over
+    them). Deterministic for a given (seed, B, n_samples, batch_size).
     """
     _check_sampling(den, n_samples, sampler, steps)
     b = x.shape[0]
@@ -70,7 +72,8 @@ def sample_masks(den, x: torch.Tensor, n_samples: int = DEFAULT_SAMPLES,
     reps = x.to(dev).repeat_interleave(n_samples, 0)  # image i -> rows i*N .. i*N+N-1
     gen = torch.Generator(dev).manual_seed(int(seed))
     out = []
-    for i in range(0, len(reps), batch_size):
+    for i in tqdm(range(0, len(reps), batch_size), desc="segment", unit="batch", leave=False,
+                  disable=not progress):
         chunk = reps[i:i + batch_size]
         m = generate(den, (len(chunk), 1, *chunk.shape[-2:]), sampler=sampler, steps=steps,
                      generator=gen, device=dev, cond=Condition(concat=chunk))
@@ -107,12 +110,12 @@ class Segmentation:
           summary="G2 Wolleb: mask DDPM given the image; ensemble mean and variance map")
 def segment(den, x: torch.Tensor, n_samples: int = DEFAULT_SAMPLES,
             sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, seed: int = 0,
-            batch_size: int = 64) -> Segmentation:
+            batch_size: int = 64, progress: bool = False) -> Segmentation:
     """Sample ``n_samples`` masks per image (:func:`sample_masks`) and summarise them
     (:func:`ensemble_stats`). ``den``: the mask DDPM's denoiser; ``x`` (B, 1, H, W) model
     space."""
     start, nfe0 = time.perf_counter(), den.nfe
-    samples = sample_masks(den, x, n_samples, sampler, steps, seed, batch_size)
+    samples = sample_masks(den, x, n_samples, sampler, steps, seed, batch_size, progress)
     mean, var = ensemble_stats(samples)
     return Segmentation(mean, var, samples, den.nfe - nfe0, time.perf_counter() - start)
 
