@@ -78,8 +78,11 @@ def test_read_slices_normalises_checks_size_and_restores(tmp_path):
     assert np.allclose(back[inside], vol[inside], rtol=1e-5)
     native = api.read_slices(str(path), size=8)  # the file's own grid, not the training size
     assert torch.equal(native.images, sl.images) and native.shape == (16, 16)
-    with pytest.raises(InputError, match="slices are 16x16, the network needs sides divisible"):
-        api.read_slices(str(path), size=8, divisor=32)
+    padded = api.read_slices(str(path), size=8, divisor=32)  # reflect-padded to 32 x 32
+    assert padded.images.shape == (3, 1, 32, 32) and padded.pad == (8, 8, 8, 8)
+    assert torch.equal(padded.crop(padded.images), sl.images)
+    assert torch.equal(padded.images[..., 7, 8:24], sl.images[..., 1, :])  # reflected
+    assert np.allclose(padded.restore(padded.images), back)
     small = api.read_slices(str(path), size=8, resize=True)
     assert small.images.shape == (3, 1, 8, 8) and small.restore(small.images).shape == vol.shape
 

@@ -1,6 +1,7 @@
 """Native resolution (issue 9): every task runs on the input's own grid, not the model's
 training size (the tiny models here are trained at 16 px, divisor 2; the files are 24-48 px).
-Only sizes the network cannot take are refused (one line); ``--resize`` still resamples."""
+Image slices the network cannot take are reflect-padded to its divisor and cropped back; only
+such k-space (and ``sample --size``) is refused (one line); ``--resize`` still resamples."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from meddiff import api
 from meddiff.cli import main
@@ -117,8 +119,8 @@ def test_denoise_runs_on_the_files_grid_and_batches_do_not_change_it(models, tmp
     assert not np.allclose(resized.array, got.array, atol=1e-3)
 
 
-def test_far_sizes_warn_and_indivisible_sizes_are_one_line_errors(models, tmp_path, capsys,
-                                                                  caplog):
+def test_far_sizes_warn_and_indivisible_sizes_are_padded_and_cropped_back(models, tmp_path,
+                                                                          capsys, caplog):
     big, _ = _volume(tmp_path, 48, 48, 1, "big.nii.gz")
     with caplog.at_level(logging.WARNING, logger="meddiff.tasks.inputs"):
         assert api.read_slices(big, 16, divisor=2).images.shape == (1, 1, 48, 48)
@@ -128,10 +130,18 @@ def test_far_sizes_warn_and_indivisible_sizes_are_one_line_errors(models, tmp_pa
         api.read_slices(_volume(tmp_path, 24, 32)[0], 16, divisor=2)
     assert caplog.text == ""  # within 2x of the training size
     odd, _ = _volume(tmp_path, 24, 27, 1, "odd.nii.gz")
+    sl = api.read_slices(odd, 16, divisor=2)
+    assert sl.images.shape == (1, 1, 24, 28) and sl.pad == (0, 0, 0, 1) and sl.shape == (24, 27)
     code, _, err = _run(capsys, "denoise", "--input", odd, "--sigma", 0.1, "--model",
                         models["prior"], "--out", tmp_path / "o.nii.gz", "--device", "cpu")
-    assert code == 2 and len(err.splitlines()) == 1 and not (tmp_path / "o.nii.gz").exists()
-    assert "slices are 24x27, the network needs sides divisible by 2" in err and "--resize" in err
+    assert code == 0, err
+    got = load_image(tmp_path / "o.nii.gz")
+    assert got.array.shape == (24, 27, 1) and np.allclose(got.affine, AFFINE)
+    # the same as denoising the explicitly reflect-padded slice and cropping it
+    plain = api.read_slices(odd, 16)  # divisor 1: the file's slices as they are
+    model = api.load_model(models["prior"], device="cpu")
+    clean = api.denoise(model, F.pad(plain.images, (0, 1, 0, 0), mode="reflect"), 0.1)
+    assert np.allclose(got.array, plain.restore(clean[..., :27]), rtol=1e-4, atol=1e-3)
     code, _, err = _run(capsys, "denoise", "--input", odd, "--sigma", 0.1, "--model",
                         models["prior"], "--resize", "--out", tmp_path / "o.nii.gz",
                         "--device", "cpu")
@@ -164,6 +174,17 @@ def test_reconstruct_an_image_at_its_own_size(models, tmp_path, capsys):
                         "--out", tmp_path / "ct.nii.gz", "--device", "cpu")
     assert code == 0, err
     assert nib.load(tmp_path / "ct.nii.gz").shape == vol.shape
+    odd, vol = _volume(tmp_path, 23, 30, 2, "odd.nii.gz")  # padded to 24 x 30, cropped back
+    out = tmp_path / "odd_full.nii.gz"
+    code, text, err = _run(capsys, "reconstruct", "--input", odd, "--method", "zero-filled",
+                           "--acceleration", 1, "--model", models["prior"], "--out", out,
+                           "--device", "cpu", "--json")
+    assert code == 0, err
+    got = load_image(out)
+    assert got.array.shape == vol.shape and np.allclose(got.affine, AFFINE)
+    sl = api.read_slices(odd, 16)
+    assert np.allclose(got.array, sl.restore(sl.images), rtol=1e-4, atol=1e-2)
+    assert json.loads(text)["metrics"][0]["psnr"] > 40  # on the file's region, not the padding
 
 
 def _h5(path, image: np.ndarray) -> str:
@@ -220,10 +241,14 @@ def test_detect_at_the_files_size(models, tmp_path, capsys, method, extra):
         ref = dt.detect(dt.prepare("anoddpm", opts), api.read_slices(src, 16).images, opts)
         assert np.allclose(maps.array, np.moveaxis(ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
     if method == "latent":  # autoencoder factor 2 x latent UNet divisor 2
-        odd, _ = _volume(tmp_path, 24, 30, 1, "odd.nii.gz")
-        code, _, err = _run(capsys, "detect", "--method", method, "--input", odd, "--out",
-                            tmp_path / "o" / "m.nii.gz", "--model", model, "--device", "cpu")
-        assert code == 2 and "divisible by 4" in err and len(err.splitlines()) == 1
+        odd, vol = _volume(tmp_path, 24, 30, 1, "odd.nii.gz")  # padded to 24 x 32
+        out = tmp_path / "o" / "m.nii.gz"
+        code, _, err = _run(capsys, "detect", "--method", method, "--input", odd, "--out", out,
+                            "--model", model, "--device", "cpu")
+        assert code == 0, err
+        for path in (out, tmp_path / "o" / "m_healthy.nii.gz"):
+            got = load_image(path)
+            assert got.array.shape == vol.shape and np.allclose(got.affine, AFFINE)
 
 
 def test_segment_ensemble_and_unet_at_the_files_size(models, tmp_path, capsys):
@@ -246,6 +271,13 @@ def test_segment_ensemble_and_unet_at_the_files_size(models, tmp_path, capsys):
     got = load_image(out)
     assert got.array.shape == vol48.shape and np.allclose(got.affine, AFFINE)
     assert np.allclose(got.array, np.moveaxis(prob[:, 0].numpy(), 0, -1), atol=1e-5)
+    out = tmp_path / "o" / "m.nii.gz"  # 24 x 32: reflect-padded to 32 x 32 and cropped back
     code, _, err = _run(capsys, "segment", "--method", "unet", "--input", src, "--model",
-                        models["unet"], "--out", tmp_path / "o" / "m.nii.gz", "--device", "cpu")
-    assert code == 2 and "slices are 24x32, the network needs sides divisible by 16" in err
+                        models["unet"], "--out", out, "--device", "cpu")
+    assert code == 0, err
+    plain = api.read_slices(src, 32).images
+    with torch.no_grad():
+        prob = torch.sigmoid(net(to_model(F.pad(plain, (0, 0, 4, 4), mode="reflect"))))
+    got = load_image(out)
+    assert got.array.shape == vol.shape and np.allclose(got.affine, AFFINE)
+    assert np.allclose(got.array, np.moveaxis(prob[:, 0, 4:28].numpy(), 0, -1), atol=1e-5)

@@ -246,7 +246,8 @@ def write_outputs(out_path: str | Path, det: Detection, slices, method: str) -> 
     grid = Grid.of(slices)
     save_nifti(map_path, to_file_grid(det.maps, grid, "values"), grid.affine)
     save_nifti(healthy_path, to_file_grid(det.recon, grid, "image"), grid.affine)
-    detection_panels(panel_path, overlay_path, slices.images, det.recon, det.maps, method)
+    detection_panels(panel_path, overlay_path, slices.crop(slices.images), grid.crop(det.recon),
+                     grid.crop(det.maps), method)
     return [map_path, healthy_path, panel_path, overlay_path]
 
 
@@ -272,7 +273,7 @@ def detect_file(input, out, *, method, model=None, classifier=None, t=None, leve
         raise InputError(f"{input}: no such file or folder")
     runner = prepare(method, opts)
     slices = read_slices(str(input), runner.image_size, resize=resize, divisor=runner.divisor)
-    det = detect(runner, slices.images, opts, progress=progress)
+    det = slices.crop(detect(runner, slices.images, opts, progress=progress))
     written = [str(p) for p in write_outputs(out, det, slices, method)]
     return {"method": method, "models": list(runner.names), "slices": len(det.maps),
             "nfe": det.nfe, "seconds": round(det.seconds, 3),

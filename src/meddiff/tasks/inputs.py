@@ -39,36 +39,55 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "a
 class Slices:
     """2D slices read from a user file, ready for a 2D model.
 
-    ``images``: (N, 1, H', W') float32 in [0, 1] (percentile-normalised): the file's own grid,
-    or the model's training size S x S with ``resize``; ``window``: the (low, high) input values
-    mapped to 0 and 1; ``image``: the file as read; ``shape``: the slices' (H, W) in the file
-    (differs from (H', W') when they were resampled).
+    ``images``: (N, 1, H', W') float32 in [0, 1] (percentile-normalised): the file's own grid
+    (reflect-padded to the network's divisor, see ``pad``), or the model's training size S x S
+    with ``resize``; ``window``: the (low, high) input values mapped to 0 and 1; ``image``: the
+    file as read; ``shape``: the slices' (H, W) in the file (differs from (H', W') when they
+    were padded or resampled); ``pad``: the (top, bottom, left, right) pixels added.
     """
 
     images: torch.Tensor
     window: tuple[float, float]
     image: Image
     shape: tuple[int, int]
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def restore(self, x: torch.Tensor) -> np.ndarray:
         """Slices ``x`` (N, 1, H', W') in [0, 1] back on the file's grid and intensity units,
         laid out like ``image.array`` (2D, or 3D with the slice axis last)."""
         return to_file_grid(x, Grid.of(self), "image")
 
+    def crop(self, x):
+        """``x`` without the padding (:meth:`meddiff.tasks.outputs.Grid.crop`)."""
+        return Grid.of(self).crop(x)
+
+
+def pad_to(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """``x`` (N, C, H, W) padded symmetrically (the odd pixel at the end) so that H and W are
+    multiples of ``divisor``: reflected, or replicated where a side is too small to reflect.
+    Returns the padded tensor and the (top, bottom, left, right) padding."""
+    h, w = x.shape[-2:]
+    dh, dw = -h % divisor, -w % divisor
+    pad = (dh // 2, dh - dh // 2, dw // 2, dw - dw // 2)
+    if not (dh or dw):
+        return x, pad
+    top, bottom, left, right = pad
+    mode = "reflect" if max(top, bottom) < h and max(left, right) < w else "replicate"
+    return F.pad(x, (left, right, top, bottom), mode=mode), pad
+
 
 def check_size(hw: tuple[int, ...], trained: int, divisor: int, what: str = "the images",
                resize: bool = True) -> None:
     """Whether a network trained on ``trained`` px images can run on a ``hw`` grid: a one-line
     InputError when a side is not a multiple of ``divisor`` (the network halves the image that
-    many times), a warning (log) when a side differs from ``trained`` by more than
-    :data:`FAR` x either way (the prior then sees another pixel size than it learned).
-    ``resize``: the messages mention ``--resize`` (the caller has that option)."""
+    many times; image slices are padded before, :func:`pad_to`), a warning (log) when a side
+    differs from ``trained`` by more than :data:`FAR` x either way (the prior then sees another
+    pixel size than it learned). ``resize``: the warning mentions ``--resize`` (the caller has
+    that option)."""
     sides = "x".join(str(int(n)) for n in hw)
     if any(int(n) % divisor for n in hw):
-        hint = f"pad or crop them, or pass --resize ({trained}x{trained})" if resize else \
-            f"choose a multiple of {divisor}"
         raise InputError(f"{what} are {sides}, the network needs sides divisible by {divisor}; "
-                         + hint)
+                         f"choose a multiple of {divisor}")
     if any(n > FAR * trained or n * FAR < trained for n in hw):
         _log.warning("meddiff: warning: %s are %s, the model was trained on %dx%d: the prior "
                      "sees another pixel size, results may be worse%s", what, sides, trained,
@@ -82,8 +101,10 @@ def read_slices(path: str | os.PathLike, size: int, resize: bool = False,
     Intensities are mapped to [0, 1] by the 0.5 / 99.5 percentiles of the whole file
     (``normalize=False`` expects values already in [0, 1]). The slices keep the file's own
     grid (native resolution): ``size`` is the model's training size and ``divisor`` what the
-    network needs its sides divisible by (:func:`check_size`: error / warning). ``resize=True``
-    resamples them to ``size`` x ``size`` instead (bilinear, antialiased;
+    network needs its sides divisible by; other sides are reflect-padded up to the next
+    multiple (:func:`pad_to`; ``Slices.pad``; :meth:`Slices.crop` and :meth:`Slices.restore`
+    crop it away) and a side far from ``size`` gets a warning (:func:`check_size`).
+    ``resize=True`` resamples them to ``size`` x ``size`` instead (bilinear, antialiased;
     :meth:`Slices.restore` resamples results back to the file's grid). Volumes are sliced
     along their last axis.
     """
@@ -98,9 +119,11 @@ def read_slices(path: str | os.PathLike, size: int, resize: bool = False,
         window = (0.0, 1.0)
     x = torch.from_numpy(np.ascontiguousarray(arr))[:, None]
     h, w = x.shape[-2:]
+    pad = (0, 0, 0, 0)
     if resize and (h, w) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False).clamp(0, 1)
     elif not resize:
-        check_size((h, w), size, divisor, f"{path}: slices")
-    return Slices(x, window, image, (h, w))
+        x, pad = pad_to(x, divisor)
+        check_size(tuple(x.shape[-2:]), size, divisor, f"{path}: slices")
+    return Slices(x, window, image, (h, w), pad)

@@ -3,7 +3,8 @@ PNG panels.
 
 - :func:`output_paths`: the one parser of ``--out`` (a NIfTI name) and the files beside it;
 - :class:`Grid` + :func:`to_file_grid`: the one way slices (N, 1, S, S) go back onto the
-  file's grid (bilinear when they were resampled) and, optionally, its intensity units;
+  file's grid (padding cropped, bilinear when they were resampled) and, optionally, its
+  intensity units; :meth:`Grid.crop` drops the padding of results (metrics, panels);
 - ``*_panel``: the figures of the reconstruction, detection and segmentation tasks (public
   helpers of :mod:`meddiff.eval.figures`).
 
@@ -11,7 +12,7 @@ Every file is written atomically (:mod:`meddiff.data.writers`, :mod:`meddiff.eva
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,18 +45,35 @@ class Grid:
     """Where slice results go: the file's slice shape (H, W), its array's ``ndim`` (2: one 2D
     image; 3: slices along the last axis), the ``affine`` (4x4, index -> RAS+ mm) and the
     intensity ``window`` (low, high) the file's values were mapped from to [0, 1] (None: the
-    values are kept)."""
+    values are kept) and the ``pad`` (top, bottom, left, right) the slices were given to reach
+    the network's divisor."""
 
     shape: tuple[int, int]
     ndim: int
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     window: tuple[float, float] | None = None
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @staticmethod
     def of(slices) -> Grid:
         """The grid of :class:`meddiff.tasks.inputs.Slices` read from a file."""
         return Grid(tuple(slices.shape), slices.image.array.ndim,
-                    np.asarray(slices.image.affine), slices.window)
+                    np.asarray(slices.image.affine), slices.window,
+                    tuple(slices.pad))
+
+    def crop(self, x):
+        """``x`` without the padding: a tensor (..., H + top + bottom, W + left + right) ->
+        (..., H, W); a dataclass (a task's result): each such tensor field cropped, the rest
+        kept; anything else (another size, None) unchanged."""
+        if is_dataclass(x) and not isinstance(x, type):
+            return replace(x, **{f.name: self.crop(getattr(x, f.name)) for f in fields(x)
+                                 if f.init})
+        top, bottom, left, right = self.pad
+        padded = (self.shape[0] + top + bottom, self.shape[1] + left + right)
+        if not isinstance(x, torch.Tensor) or not any(self.pad) \
+                or tuple(x.shape[-2:]) != padded:
+            return x
+        return x[..., top:top + self.shape[0], left:left + self.shape[1]]
 
     @staticmethod
     def plain(n: int, shape: tuple[int, int]) -> Grid:
@@ -64,13 +82,15 @@ class Grid:
 
 
 def to_file_grid(x: torch.Tensor, grid: Grid, units: str = "values") -> np.ndarray:
-    """Slices ``x`` (N, 1, S, S) onto the file's grid: resampled (bilinear) to ``grid.shape``
-    when they differ, laid out like the file's array ((H, W) for 2D, (H, W, N) for a volume),
-    float32. ``units``: ``"values"`` keeps the values (maps, masks); ``"image"`` maps [0, 1] to
-    the file's intensities through ``grid.window``; ``"scale"`` multiplies by the window's
-    width (standard deviations and differences of image-space values)."""
+    """Slices ``x`` (N, 1, S, S) onto the file's grid: the padding cropped (:meth:`Grid.crop`),
+    then resampled (bilinear) to ``grid.shape`` when they differ, laid out like the file's
+    array ((H, W) for 2D, (H, W, N) for a volume), float32. ``units``: ``"values"`` keeps the
+    values (maps, masks); ``"image"`` maps [0, 1] to the file's intensities through
+    ``grid.window``; ``"scale"`` multiplies by the window's width (standard deviations and
+    differences of image-space values)."""
     if units not in ("values", "image", "scale"):
         raise ValueError(f"units must be values, image or scale, got {units!r}")
+    x = grid.crop(x)
     if tuple(x.shape[-2:]) != tuple(grid.shape):
         x = F.interpolate(x.float(), size=tuple(grid.shape), mode="bilinear",
                           align_corners=False)

@@ -167,7 +167,8 @@ def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float,
     """Denoise every 2D slice of ``input`` (NIfTI, DICOM, PNG, TIFF, NPY; percentile-normalised
     to [0, 1]) with :func:`denoise` and write ``out`` (NIfTI, the input's units, grid and affine)
     and a PNG panel beside it (``out`` without its suffixes + ``.png``: input / denoised /
-    difference of the middle slice). The slices keep the file's grid (``resize``: resampled
+    difference of the middle slice). The slices keep the file's grid (padded to the network's
+    divisor and cropped back; ``resize``: resampled
     to the model's training size and back; :func:`~meddiff.tasks.inputs.read_slices`) and go
     through the network ``batch_size`` at a time (``progress``: a bar over the batches).
 
@@ -177,14 +178,15 @@ def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float,
     loaded = load_model(model, device=device)
     sl = read_slices(input, loaded.spec.image_size, resize=resize,
                      divisor=loaded.spec.net.divisor)
-    clean = denoise(loaded, sl.images, sigma, method=method, steps=steps, seed=seed,
-                    batch_size=batch_size, progress=progress)
+    clean = sl.crop(denoise(loaded, sl.images, sigma, method=method, steps=steps, seed=seed,
+                            batch_size=batch_size, progress=progress))
+    images = sl.crop(sl.images)
     target = Path(out)
     mid = len(clean) // 2
     save_nifti(target, sl.restore(clean), sl.image.affine)
     panel = save_panel(target.with_name(target.name.split(".")[0] + ".png"),
-                       [("input", sl.images[mid, 0]), (f"denoised ({method})", clean[mid, 0]),
-                        ("|difference|", (clean[mid, 0] - sl.images[mid, 0]).abs())],
+                       [("input", images[mid, 0]), (f"denoised ({method})", clean[mid, 0]),
+                        ("|difference|", (clean[mid, 0] - images[mid, 0]).abs())],
                        error_columns=[2], vmin=[0, 0, None], vmax=[1, 1, None])
     return {"model": loaded.name, "method": method, "sigma": sigma, "slices": len(clean),
             "outputs": [str(target), str(panel)]}

@@ -29,9 +29,12 @@ fully sampled k-space centre (:class:`~meddiff.physics.mri.PhaseModulated`), and
 part of the reconstructed real image).
 
 Sizes: the priors are fully convolutional, so images and k-space keep their own grid (native
-resolution); only sides that the network cannot take (not multiples of its divisor) are
-refused. ``resize=True`` resamples image files to the model's training size and the outputs
-back to the file's grid; k-space is never resampled.
+resolution); image slices whose sides are not multiples of the network's divisor are
+reflect-padded to them (the acquisition is simulated on the padded slices; results, metrics
+and panels are cropped back to the file's region), k-space of such sizes is refused (padding
+it in image space would change the measurement). ``resize=True`` resamples image files to
+the model's training size and the outputs back to the file's grid; k-space is never
+resampled.
 """
 from __future__ import annotations
 
@@ -348,7 +351,8 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     HDF5 file is fastMRI-style k-space (:func:`~meddiff.physics.kspace.measurement_from_kspace`).
     Writes ``out`` (the reconstruction on the file's grid), ``<out>_std`` for methods with an
     uncertainty map and ``<out>.png``. The acquisition is simulated / read at the file's own
-    size (``resize``: image files resampled to the model's training size). Every check runs
+    size (image slices reflect-padded to the network's divisor, the results cropped back;
+    ``resize``: image files resampled to the model's training size). Every check runs
     before anything is written.
 
     Returns ``{"method", "nfe", "seconds", "metrics": [{method, psnr, ssim, nmse, nfe,
@@ -374,6 +378,8 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     result = runner(prior, op, y, method, steps=steps, t0=t0, init=init, seed=seed, view=view,
                     cs_lam=cs_lam)
     base = result if method == base_name else run(None, op, y, base_name)
+    # the padding reached the network's divisor: metrics and panels see the file's region
+    result, base, ref = grid.crop(result), grid.crop(base), grid.crop(ref)
     scores = write_outputs(out, result, ref, base.image01, grid, base_name, method)
     recon_path, std_path, png_path = output_paths(out, "_std", ".png")
     written = [str(recon_path)] + ([str(std_path)] if result.std01 is not None else []) \

@@ -130,7 +130,8 @@ def segment_file(input, out, *, method="ensemble", samples=8, steps=50, sampler=
     _check_options(str(input), str(out), samples, steps, sampler, seed, batch_size)
     sl, result = _run(method, model, resize, device, str(input), samples, steps, sampler, seed,
                       batch_size, progress)
-    written = write_outputs(out, sl.images, result, Grid.of(sl))
+    result = sl.crop(result)  # the padding to the network's divisor: not part of the file
+    written = write_outputs(out, sl.crop(sl.images), result, Grid.of(sl))
     return {"method": method, "samples": result.samples.shape[1], "sampler": sampler,
             "steps": steps if method == "ensemble" else 0, "slices": len(sl.images),
             "lesion_pixels": int(result.mask.sum()),
