@@ -15,18 +15,13 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from meddiff.data.kspace_io import KSpace, load_kspace, save_kspace
 from meddiff.data.readers import Image, load_image
 from meddiff.data.slicing import as_slice, to_2d_slices
 from meddiff.data.writers import save_nifti, save_npy, save_png
 from meddiff.errors import InputError
-
-PATIENT = "DOE^JOHN"
-PATIENT_ID = "PID-90210"
-SERIES_UID = "1.2.826.0.1.3680043.8.498.100"
+from dicom_files import PATIENT, PATIENT_ID, write_dicom_slice
 
 
 def _rng() -> np.random.Generator:
@@ -161,32 +156,6 @@ def test_npy_round_trip_and_sniffing(tmp_path):
 # ------------------------------------------------------------------------------ DICOM
 
 
-def _write_slice(path, raw, position=None, instance=None, slope=2.0, intercept=-1024.0,
-                 orientation=(1, 0, 0, 0, 1, 0)):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = f"{SERIES_UID}.{sum(path.name.encode())}"
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT, PATIENT_ID, "19700101"
-    ds.Modality, ds.SeriesInstanceUID = "CT", SERIES_UID
-    if instance is not None:
-        ds.InstanceNumber = instance
-    if position is not None:
-        ds.ImagePositionPatient = list(position)
-        ds.ImageOrientationPatient = list(orientation)
-    ds.PixelSpacing = [0.5, 0.75]
-    ds.SliceThickness = 2.5
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    ds.Rows, ds.Columns = raw.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = raw.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def _raw(k: int) -> np.ndarray:
     return (np.arange(20).reshape(4, 5) + 100 * k).astype(np.uint16)   # 4 rows x 5 cols
 
@@ -197,7 +166,7 @@ def test_dicom_series_order_rescale_affine(tmp_path):
     z = {0: 10.0, 1: 12.5, 2: 15.0}
     # file names and instance numbers deliberately disagree with the spatial order
     for name, k, inst in [("a.dcm", 2, 1), ("b", 0, 3), ("c.dcm", 1, 2)]:
-        _write_slice(folder / name, _raw(k), position=(-20.0, 30.0, z[k]), instance=inst)
+        write_dicom_slice(folder / name, _raw(k), position=(-20.0, 30.0, z[k]), instance=inst)
     (folder / "notes.txt").write_text("not dicom")
     img = load_image(folder)
     assert img.source == "dicom-series" and img.array.shape == (4, 5, 3)
@@ -220,7 +189,7 @@ def test_dicom_series_order_rescale_affine(tmp_path):
 
 def test_dicom_series_instance_number_fallback(tmp_path):
     for name, k, inst in [("x1.dcm", 1, 2), ("x2.dcm", 0, 1), ("x3.dcm", 2, 3)]:
-        _write_slice(tmp_path / name, _raw(k), instance=inst, slope=1.0, intercept=0.0)
+        write_dicom_slice(tmp_path / name, _raw(k), instance=inst, slope=1.0, intercept=0.0)
     img = load_image(tmp_path)
     for k in range(3):
         np.testing.assert_array_equal(img.array[..., k], _raw(k))
@@ -229,7 +198,7 @@ def test_dicom_series_instance_number_fallback(tmp_path):
 
 def test_dicom_series_refuses_duplicate_positions(tmp_path):
     for name in ("p.dcm", "q.dcm"):
-        _write_slice(tmp_path / name, _raw(0), position=(0.0, 0.0, 5.0))
+        write_dicom_slice(tmp_path / name, _raw(0), position=(0.0, 0.0, 5.0))
     _expect_input_error(tmp_path, lambda: load_image(tmp_path))
 
 
@@ -421,7 +390,7 @@ def test_bad_image_input_raises_one_line(tmp_path, case):
 
 def test_dicom_folder_with_truncated_slice(tmp_path):
     for k in range(2):
-        _write_slice(tmp_path / f"s{k}.dcm", _raw(k), position=(0.0, 0.0, float(k)))
+        write_dicom_slice(tmp_path / f"s{k}.dcm", _raw(k), position=(0.0, 0.0, float(k)))
     _truncate(tmp_path / "s1.dcm", 0.9)
     msg = _expect_input_error(tmp_path, lambda: load_image(tmp_path))
     assert "s1.dcm" in msg

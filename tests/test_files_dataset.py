@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from meddiff.data import files as fd
 from meddiff.data.files import (FilesDataset, FilesOptions, decode, discover, load_file,
@@ -19,8 +17,8 @@ from meddiff.data.files import (FilesDataset, FilesOptions, decode, discover, lo
 from meddiff.data.kspace_io import KSpace, save_kspace
 from meddiff.data.writers import save_nifti, save_npy, save_png
 from meddiff.errors import ConfigError, InputError
+from dicom_files import write_dicom_slice
 
-SERIES_UID = "1.2.826.0.1.3680043.8.498.42"
 
 
 @pytest.fixture(autouse=True)
@@ -33,24 +31,6 @@ def _phantom(h: int, w: int, k: int = 0) -> np.ndarray:
     y, x = np.mgrid[:h, :w]
     inside = ((y - h / 2) / (0.4 * h)) ** 2 + ((x - w / 2) / (0.35 * w)) ** 2 < 1
     return (inside * (100.0 + x + 3 * k)).astype(np.float32)
-
-
-def _dicom_slice(path: Path, raw: np.ndarray, z: float, instance: int) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = f"{SERIES_UID}.{instance}"
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", SERIES_UID, instance
-    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, z], [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 2.0
-    ds.Rows, ds.Columns = raw.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = raw.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def _fft2c(x: np.ndarray) -> np.ndarray:
@@ -80,7 +60,8 @@ def _folder(root: Path) -> dict[str, Path]:
     series = root / "dicom" / "subject1"
     series.mkdir(parents=True)
     for k in range(3):
-        _dicom_slice(series / f"im{k}.dcm", _phantom(32, 32, k).astype(np.uint16), 2.0 * k, k + 1)
+        write_dicom_slice(series / f"im{k}.dcm", _phantom(32, 32, k).astype(np.uint16),
+                          position=(0.0, 0.0, 2.0 * k), instance=k + 1, slope=1.0, intercept=0.0)
     out["dicom"] = series
     out["bad"] = root / "broken.nii.gz"
     out["bad"].write_bytes(b"\x1f\x8b not really gzip")

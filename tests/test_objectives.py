@@ -46,12 +46,7 @@ from ddp_env import as_rank, free_port
 TINY_FEATURES = (4, 4, 8, 8, 8, 4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Fixed(Dataset):

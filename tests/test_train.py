@@ -31,13 +31,7 @@ from ddp_env import as_rank, free_port
 W_TRUE = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and without thread contention on shared CPUs) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ToyData(Dataset):
