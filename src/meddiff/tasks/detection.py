@@ -238,7 +238,7 @@ def detect(runner: Runner, images01: torch.Tensor, options: DetectOptions,
 
 # ------------------------------------------------------------------------------ outputs
 def write_outputs(out_path: str | Path, det: Detection, slices, method: str) -> list[Path]:
-    """Write the map NIfTI (file grid, affine of the input, values kept), the healthy
+    """``det`` without the padding of ``slices`` (:meth:`Grid.crop`). Write the map NIfTI (file grid, affine of the input, values kept), the healthy
     reconstruction NIfTI (file intensity units), a PNG panel input / reconstruction / map and
     a PNG overlay of the map on the input, for the most anomalous slice. Every file is written
     atomically; returns the paths."""
@@ -246,8 +246,8 @@ def write_outputs(out_path: str | Path, det: Detection, slices, method: str) -> 
     grid = Grid.of(slices)
     save_nifti(map_path, to_file_grid(det.maps, grid, "values"), grid.affine)
     save_nifti(healthy_path, to_file_grid(det.recon, grid, "image"), grid.affine)
-    detection_panels(panel_path, overlay_path, slices.crop(slices.images), grid.crop(det.recon),
-                     grid.crop(det.maps), method)
+    detection_panels(panel_path, overlay_path, slices.crop(slices.images), det.recon, det.maps,
+                     method)
     return [map_path, healthy_path, panel_path, overlay_path]
 
 

@@ -55,7 +55,7 @@ class Slices:
     def restore(self, x: torch.Tensor) -> np.ndarray:
         """Slices ``x`` (N, 1, H', W') in [0, 1] back on the file's grid and intensity units,
         laid out like ``image.array`` (2D, or 3D with the slice axis last)."""
-        return to_file_grid(x, Grid.of(self), "image")
+        return to_file_grid(self.crop(x), Grid.of(self), "image")
 
     def crop(self, x):
         """``x`` without the padding (:meth:`meddiff.tasks.outputs.Grid.crop`)."""

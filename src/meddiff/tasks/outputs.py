@@ -62,17 +62,19 @@ class Grid:
                     tuple(slices.pad))
 
     def crop(self, x):
-        """``x`` without the padding: a tensor (..., H + top + bottom, W + left + right) ->
-        (..., H, W); a dataclass (a task's result): each such tensor field cropped, the rest
-        kept; anything else (another size, None) unchanged."""
+        """``x`` without the padding, done once right after a method runs: a tensor
+        (..., H + top + bottom, W + left + right) -> (..., H, W); a dataclass (a task's result):
+        each tensor field cropped, the rest kept; None unchanged. Without padding ``x`` is
+        returned as it is."""
         if is_dataclass(x) and not isinstance(x, type):
             return replace(x, **{f.name: self.crop(getattr(x, f.name)) for f in fields(x)
                                  if f.init})
+        if not isinstance(x, torch.Tensor) or not any(self.pad):
+            return x
         top, bottom, left, right = self.pad
         padded = (self.shape[0] + top + bottom, self.shape[1] + left + right)
-        if not isinstance(x, torch.Tensor) or not any(self.pad) \
-                or tuple(x.shape[-2:]) != padded:
-            return x
+        if tuple(x.shape[-2:]) != padded:
+            raise ValueError(f"expected padded slices of {padded}, got {tuple(x.shape[-2:])}")
         return x[..., top:top + self.shape[0], left:left + self.shape[1]]
 
     @staticmethod
@@ -82,15 +84,14 @@ class Grid:
 
 
 def to_file_grid(x: torch.Tensor, grid: Grid, units: str = "values") -> np.ndarray:
-    """Slices ``x`` (N, 1, S, S) onto the file's grid: the padding cropped (:meth:`Grid.crop`),
-    then resampled (bilinear) to ``grid.shape`` when they differ, laid out like the file's
+    """Slices ``x`` (N, 1, S, S) without padding (:meth:`Grid.crop`) onto the file's grid:
+    resampled (bilinear) to ``grid.shape`` when they differ (``--resize``), laid out like the file's
     array ((H, W) for 2D, (H, W, N) for a volume), float32. ``units``: ``"values"`` keeps the
     values (maps, masks); ``"image"`` maps [0, 1] to the file's intensities through
     ``grid.window``; ``"scale"`` multiplies by the window's width (standard deviations and
     differences of image-space values)."""
     if units not in ("values", "image", "scale"):
         raise ValueError(f"units must be values, image or scale, got {units!r}")
-    x = grid.crop(x)
     if tuple(x.shape[-2:]) != tuple(grid.shape):
         x = F.interpolate(x.float(), size=tuple(grid.shape), mode="bilinear",
                           align_corners=False)

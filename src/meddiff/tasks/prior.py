@@ -24,6 +24,7 @@ from meddiff.data.writers import save_nifti
 from meddiff.errors import ConfigError
 from meddiff.eval.figures import save_grid, save_panel
 from meddiff.tasks.inputs import DEFAULT_MODEL, check_size, load_model, read_slices
+from meddiff.tasks.outputs import Grid, to_file_grid
 from meddiff.zoo.store import LoadedModel
 
 DenoiseMethod = Literal["tweedie", "ddim", "ddpm"]
@@ -183,7 +184,7 @@ def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float,
     images = sl.crop(sl.images)
     target = Path(out)
     mid = len(clean) // 2
-    save_nifti(target, sl.restore(clean), sl.image.affine)
+    save_nifti(target, to_file_grid(clean, Grid.of(sl), "image"), sl.image.affine)
     panel = save_panel(target.with_name(target.name.split(".")[0] + ".png"),
                        [("input", images[mid, 0]), (f"denoised ({method})", clean[mid, 0]),
                         ("|difference|", (clean[mid, 0] - images[mid, 0]).abs())],
