@@ -55,7 +55,7 @@ from torch.utils.data import Dataset
 
 from meddiff.data.brain import cache_dir
 from meddiff.data.checks import input_error
-from meddiff.data.intensity import normalize_percentile
+from meddiff.data.intensity import normalize_percentile, normalize_window
 from meddiff.data.kspace_io import load_kspace
 from meddiff.data.readers import load_image
 from meddiff.data.slicing import to_2d_slices
@@ -177,12 +177,6 @@ def write_split(out_dir: str | os.PathLike, train: Sequence[Path], val: Sequence
 
 # ---------------------------------------------------------------------------------------------
 # decoding one file
-
-
-def normalize_window(x: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """Values (e.g. HU) -> image space: ``clip((x - lo) / (hi - lo), 0, 1)``, float32."""
-    lo, hi = window
-    return np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def _normalize(stack: np.ndarray, o: FilesOptions) -> np.ndarray:
@@ -400,4 +394,4 @@ class FilesDataset(Dataset):
 
 
 __all__ = ["FilesOptions", "FilesDataset", "discover", "split_files", "write_split", "decode",
-           "load_file", "cache_path", "normalize_window", "window", "magnitude", "SPLIT_FILES"]
+           "load_file", "cache_path", "window", "magnitude", "SPLIT_FILES"]

@@ -46,7 +46,15 @@ def normalize_percentile(x: np.ndarray, lo: float = 0.5, hi: float = 99.5,
     return y.astype(np.float32), (float(a), float(b))
 
 
+def normalize_window(x: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Values in a fixed window (e.g. a CT window in HU) -> image space:
+    ``clip((x - lo) / (hi - lo), 0, 1)``, float32; inverted by :func:`denormalize`."""
+    lo, hi = window
+    return np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
 def denormalize(y01: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """Invert :func:`normalize_percentile` for values inside the window."""
+    """Invert :func:`normalize_percentile` / :func:`normalize_window` for values inside the
+    window."""
     a, b = window
     return (y01 * (b - a) + a).astype(np.float32)
