@@ -75,61 +75,17 @@ def estimated_matrix_bytes(height: int, width: int, n_views: int) -> int:
     return int(2.3 * height * width * n_views * 2 * 8)
 
 
-def _ramp_integral(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Integral from -inf to v of the unit ramp rising linearly from 0 at a to 1 at b (b >= a)."""
-    width = b - a
-    q = np.clip(v - a, 0.0, width)
-    return q * q / (2.0 * np.where(width > 0, width, 1.0)) + np.maximum(v - b, 0.0)
-
-
-def _footprint_block(xs: np.ndarray, ys: np.ndarray, angles: np.ndarray, n_det: int):
-    """Footprint weights of a block of pixels for every view.
-
-    Returns ``keep`` (P, V, 3) bool, ``rows`` (P, V, 3) sinogram indices ``view * n_det + bin``
-    and ``weight`` (P, V, 3): a footprint spans at most 3 unit bins.
-    """
-    c, s = np.cos(angles)[None, :], np.sin(angles)[None, :]
-    outer = 0.5 * (np.abs(c) + np.abs(s))
-    inner = 0.5 * np.abs(np.abs(c) - np.abs(s))
-    height = 1.0 / np.maximum(np.abs(c), np.abs(s))
-    centre = xs[:, None] * c - ys[:, None] * s + n_det // 2  # footprint centre in bin units
-    first = np.floor(centre - outer + 0.5)
-
-    def cdf(v):  # integral of the trapezoid (centred at 0) from -inf to v
-        return height * (_ramp_integral(v, -outer, -inner) - _ramp_integral(v, inner, outer))
-
-    edges = np.stack([cdf(first + j - 0.5 - centre) for j in range(4)], axis=-1)
-    weight = np.diff(edges, axis=-1)
-    bins = first[..., None] + np.arange(3)
-    keep = (weight > 1e-9) & (bins >= 0) & (bins < n_det)
-    rows = np.arange(angles.size)[None, :, None] * n_det + bins
-    return keep, rows, weight
-
-
 @functools.lru_cache(maxsize=8)
 def _system_matrix(height: int, width: int, angles: tuple[float, ...],
                    n_det: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse (views * bins, H * W) projection matrix and its transpose: CPU float32 torch CSR.
-
-    Built pixel block by pixel block as the transpose (one CSR row per pixel, entries ordered by
-    view and bin), so no sorting is needed; the forward matrix is its CSC -> CSR conversion.
-    """
-    ys, xs = np.meshgrid(np.arange(height) - height // 2, np.arange(width) - width // 2,
-                         indexing="ij")
-    xs, ys = xs.ravel().astype(np.float64), ys.ravel().astype(np.float64)
-    theta = np.asarray(angles, dtype=np.float64)
-    chunk = max(1, 500_000 // theta.size)
-    data, index, counts = [], [], []
-    for start in range(0, xs.size, chunk):
-        keep, rows, weight = _footprint_block(xs[start:start + chunk], ys[start:start + chunk],
-                                              theta, n_det)
-        data.append(weight[keep].astype(np.float32))
-        index.append(rows[keep].astype(np.int32))
-        counts.append(keep.reshape(keep.shape[0], -1).sum(axis=1))
-    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
-    mat_t = sp.csr_matrix((np.concatenate(data), np.concatenate(index), indptr),
-                          shape=(height * width, theta.size * n_det))
-    return _to_torch_csr(mat_t.T.tocsr()), _to_torch_csr(mat_t)
+    """Sparse (views * bins, H * W) projection matrix and its transpose: CPU float32 torch CSR,
+    from the footprint weights of :class:`~meddiff.physics.radon.FootprintProjector` (the one
+    implementation of the model, computed in float64)."""
+    projector = FootprintProjector((height, width), torch.tensor(angles, dtype=torch.float64),
+                                   n_det)
+    rows, cols, values = projector.matrix_entries()
+    mat = sp.csr_matrix((values, (rows, cols)), shape=(len(angles) * n_det, height * width))
+    return _to_torch_csr(mat), _to_torch_csr(mat.T.tocsr())
 
 
 def _to_torch_csr(mat: sp.csr_matrix) -> torch.Tensor:

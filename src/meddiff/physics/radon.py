@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 _CHUNK_BUDGET = {"cpu": 2 ** 19, "cuda": 2 ** 25}  # float values of temporaries per chunk
@@ -102,6 +103,28 @@ class FootprintProjector:
         low = cdf(1.0 - outer - frac)  # area left of the edge between bins first and first + 1
         high = cdf(frac + outer - 2.0)  # area right of the edge between first + 1 and first + 2
         return base, (low, 1.0 - low - high, high)
+
+    def matrix_entries(self, threshold: float = 1e-9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nonzero entries of ``A`` as a (V * D, H * W) matrix, weights computed in float64:
+        ``(rows, cols, values)`` with row ``view * D + bin``, column ``i * W + j`` and float32
+        values above ``threshold`` (for the stored-matrix backend of small geometries)."""
+        n_views, n_det, stride = self.angles.numel(), self.n_detectors, self.hi - self.lo
+        pixels = torch.arange(self.img_shape[0] * self.img_shape[1])
+        step = max(1, 500_000 // pixels.numel())
+        rows, cols, values = [], [], []
+        for begin in range(0, n_views, step):
+            theta = self.angles[begin:begin + step]
+            base, weights = self._chunk(theta, torch.float64)
+            local = torch.arange(theta.numel())[:, None]
+            first = base - local * stride + self.lo
+            for tap, weight in enumerate(weights):
+                bins = first + tap
+                keep = (weight > threshold) & (bins >= 0) & (bins < n_det)
+                rows.append(((local + begin) * n_det + bins)[keep])
+                cols.append(pixels.expand_as(bins)[keep])
+                values.append(weight[keep])
+        return (torch.cat(rows).numpy(), torch.cat(cols).numpy(),
+                torch.cat(values).numpy().astype(np.float32))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, H, W) -> sinograms (N, V, D): ``A x``."""
