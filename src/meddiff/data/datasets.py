@@ -33,6 +33,7 @@ from meddiff.data.brain import load_brain, tissue_labels
 from meddiff.data.lesions import LesionConfig, insert_lesions, render_lesions
 from meddiff.data.mri_signal import (CONTRASTS, DEFAULT_TISSUES, jitter_tissues, render_contrast,
                                      sample_sequence)
+from meddiff.data.randomize import STRONG_WARP, randomized_mr
 from meddiff.data.splits import SPLITS, AxialSplit, axial_split, view_sections
 from meddiff.errors import ConfigError
 
@@ -112,8 +113,13 @@ class _Simulated(Dataset):
 
     def __init__(self, split: str, contrasts: tuple[str, ...], augment: bool | None,
                  lesions: LesionConfig | None, seed: int, paired: bool,
-                 augment_config: aug.AugmentConfig | None):
+                 augment_config: aug.AugmentConfig | None, randomize: float = 0.0):
+        if not 0.0 <= randomize <= 1.0:
+            raise ConfigError(f"randomize is a probability in [0, 1], got {randomize}")
+        if randomize and paired:
+            raise ConfigError("randomize does not apply to paired contrasts")
         self.split, self.contrasts = split, contrasts
+        self.randomize = float(randomize)
         self.augment = (split in ("train", "all")) if augment is None else bool(augment)
         self.lesions = lesions
         self.seed = int(seed)
@@ -143,13 +149,16 @@ class _Simulated(Dataset):
             les, drawn = render_lesions(fr[2], fr[0], spacing, self.lesions, rng)
             if not healthy:
                 fr, gt = insert_lesions(fr, les), drawn
+        randomized = self.augment and self.randomize > 0 and rng.random() < self.randomize
         if self.augment:
-            disp = aug.random_displacement(fr.shape[1:], rng, self.augment_config)
+            disp = aug.random_displacement(fr.shape[1:], rng,
+                                           STRONG_WARP if randomized else self.augment_config)
             moved = aug.warp(np.concatenate([fr, gt[None].astype(np.float32)]), disp)
             fr, gt = moved[:-1], moved[-1] >= 0.5
         brain_frac = fr.sum(axis=0)
         brain = brain_frac >= 0.5
-        images = [self._contrast(fr, c, brain, rng) for c in contrasts]
+        images = ([randomized_mr(fr, spacing, rng)] if randomized else
+                  [self._contrast(fr, c, brain, rng) for c in contrasts])
         wm = fr[2] + (fr[3] if fr.shape[0] > 3 else 0.0)
         return {
             "image": torch.from_numpy(np.stack(images)),
@@ -192,6 +201,9 @@ class BrainSlices(_Simulated):
         orientation: 'axial'; 'coronal' / 'sagittal' only for 'val' / 'test' (evaluation views).
         paired: if True, 'image' holds every contrast of the same anatomy (len(contrasts), H, W)
             and 'contrast' is a tensor of their indices (for translation tasks).
+        randomize: probability in [0, 1] that an augmented item is domain-randomised
+            (:func:`~meddiff.data.randomize.randomized_mr`: random tissue intensities, head
+            layers, resolution, strong warp; 'contrast' then names the drawn, unused contrast).
 
     Item: 'image' (1, H, W) float32 in [0, 1] (image space); 'brain' (1, H, W) float32 {0, 1};
     'tissue' (H, W) int64 labels 0 bg / 1 CSF / 2 GM / 3 WM (lesions count as WM);
@@ -202,14 +214,14 @@ class BrainSlices(_Simulated):
     def __init__(self, split: str = "train", size: int = 64, contrasts=CONTRASTS,
                  augment: bool | None = None, lesions: LesionConfig | None = None, seed: int = 0,
                  length: int | None = None, orientation: str = "axial", paired: bool = False,
-                 augment_config: aug.AugmentConfig | None = None):
+                 augment_config: aug.AugmentConfig | None = None, randomize: float = 0.0):
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if orientation not in ORIENTATIONS:
             raise ConfigError(f"unknown orientation {orientation!r}; "
                               f"expected one of {', '.join(ORIENTATIONS)}")
         super().__init__(split, _check_common(contrasts, seed, size), augment, lesions, seed,
-                         paired, augment_config)
+                         paired, augment_config, randomize)
         if orientation == "axial":
             self.sections = default_split().indices(split)
         else:

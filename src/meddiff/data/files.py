@@ -55,6 +55,7 @@ from torch.utils.data import Dataset
 
 from meddiff.data.brain import cache_dir
 from meddiff.data.checks import input_error
+from meddiff.data.crops import window, window_starts
 from meddiff.data.intensity import normalize_percentile, normalize_window
 from meddiff.data.kspace_io import load_kspace
 from meddiff.data.readers import load_image
@@ -300,27 +301,6 @@ def load_file(path: str | os.PathLike, o: FilesOptions, size: int) -> np.ndarray
 # the dataset
 
 
-def _starts(shape: Sequence[int], size: int, rng: np.random.Generator | None) -> list[int]:
-    """Window starts per axis: random (``rng``) or centred; negative starts mean padding."""
-    out = []
-    for n in shape:
-        span = n - size
-        if rng is None:
-            out.append(span // 2)
-        else:
-            out.append(int(rng.integers(0, span + 1)) if span >= 0
-                       else -int(rng.integers(0, -span + 1)))
-    return out
-
-
-def window(arr: np.ndarray, starts: Sequence[int], size: int) -> np.ndarray:
-    """The ``size``-wide window of ``arr`` (C, *spatial) at ``starts``, zero outside it."""
-    src = arr[(slice(None),) + tuple(slice(max(s, 0), min(s + size, n))
-                                     for s, n in zip(starts, arr.shape[1:]))]
-    pad = [(0, 0)] + [(max(0, -s), max(0, s + size - n)) for s, n in zip(starts, arr.shape[1:])]
-    return np.pad(np.asarray(src, dtype=np.float32), pad)
-
-
 class FilesDataset(Dataset):
     """The user's files as a map-style dataset (module docstring).
 
@@ -372,7 +352,7 @@ class FilesDataset(Dataset):
     def _crop(self, arr: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         best, best_fg = None, -1.0
         for _ in range(_TRIES if rng is not None else 1):
-            crop = window(arr, _starts(arr.shape[1:], self.size, rng), self.size)
+            crop = window(arr, window_starts(arr.shape[1:], self.size, rng), self.size)
             fg = float((magnitude(crop[None]) > self.options.foreground_level).mean())
             if fg > best_fg:
                 best, best_fg = crop, fg

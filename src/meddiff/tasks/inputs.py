@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from meddiff.data.intensity import normalize_percentile
 from meddiff.data.readers import Image, load_image
 from meddiff.data.slicing import to_2d_slices
-from meddiff.device import resolve_device
+from meddiff.device import bf16_is_fast, resolve_device
 from meddiff.errors import InputError
 from meddiff.tasks.outputs import Grid, to_file_grid
 from meddiff.zoo.store import LoadedModel, load_diffusion
@@ -30,9 +30,11 @@ _log = logging.getLogger(__name__)
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto") -> LoadedModel:
     """A diffusion model: a bundled name (:func:`meddiff.zoo.catalogue.bundled`), a saved
     ``NAME.json`` pair, or a training ``out_dir`` (its latest EMA weights), on ``device``
-    (``auto`` | ``cpu`` | ``cuda``). bf16 autocast is on for CPU inference."""
+    (``auto`` | ``cpu`` | ``cuda``). bf16 autocast is on for CPU inference where the CPU has
+    bfloat16 instructions (:func:`~meddiff.device.bf16_is_fast`), float32 elsewhere."""
     dev = resolve_device(device)
-    return load_diffusion(name_or_path, device=dev, autocast=dev.type == "cpu")
+    return load_diffusion(name_or_path, device=dev,
+                          autocast=dev.type == "cpu" and bf16_is_fast(dev))
 
 
 @dataclass

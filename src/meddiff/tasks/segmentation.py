@@ -36,7 +36,7 @@ SAMPLERS = ("ddpm", "ddim")
 
 def load_mask_ddpm(name: str | None = None, device: str = "auto") -> LoadedModel:
     """The conditional mask DDPM (default: the registered default of ``ensemble``, the bundled
-    ``seg-ddpm-64``), bf16 autocast on CPU. One-line :class:`InputError` when it is not a mask
+    ``seg-ddpm-64``), loaded as :func:`~meddiff.tasks.inputs.load_model` does. One-line :class:`InputError` when it is not a mask
     model (image concatenated to a one-channel mask)."""
     model = load_model(name or registry.methods("segmentation")["ensemble"].default_model,
                        device=device)

@@ -28,6 +28,11 @@ class TrainConfig:
     progress ``p = max(step / steps, minutes / max_minutes)`` (Loshchilov & Hutter 2017,
     arXiv:1608.03983, eq. 5 without restarts), so a run cut by its time budget still ends
     annealed. ``ema_decay=0`` keeps no average (the exported weights are the last ones).
+
+    Fine-tuning: ``init_from`` (a bundled model name, a saved ``.json`` or a run directory)
+    starts the trained network from that model's weights instead of a random initialisation;
+    its spec must match the run's ``model`` section. A run that resumes from its own checkpoint
+    ignores it.
     """
 
     steps: int
@@ -50,6 +55,7 @@ class TrainConfig:
     max_minutes: float | None = None
     lr_schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = 0.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")

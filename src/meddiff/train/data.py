@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from torch.utils.data import Dataset
 
+from meddiff.data.crops import RandomCrops
 from meddiff.data.datasets import BrainPatches3D, BrainSlices
 from meddiff.data.files import FilesDataset, FilesOptions, discover, split_files, write_split
 from meddiff.data.lesion_bench import LESIONS_BENCH, LESIONS_CLASSIFIER, ClassifierData
@@ -31,6 +32,9 @@ SEG_LESIONS = replace(LESIONS_BENCH, count=(0, 2))
 LESION_PRESETS: dict[str, LesionConfig] = {
     "train": LESIONS_TRAIN, "eval": LESIONS_EVAL, "classifier": LESIONS_CLASSIFIER,
     "segmentation": SEG_LESIONS}
+
+#: the built-in 2D sources that render at any pixel size (``render_size``)
+_RENDERED = ("brain_slices", "head_ct_slices", "complex_brain_slices")
 
 Dataset2D = Literal["brain_slices", "brain_patches3d", "head_ct_slices", "complex_brain_slices",
                     "lesion_pairs", "files"]
@@ -58,6 +62,13 @@ class DataConfig(FilesOptions):
     (C, S, S, S). ``dims`` / ``channels`` default to the model's (:meth:`for_model`); the split
     is by file (subject), ``seed`` seeds it, and the run writes its file lists into ``out_dir``
     (:func:`write_data_split`). ``contrasts``, ``spacing_mm`` and ``lesions`` do not apply.
+
+    Native pixel size (2D built-in sources of :data:`_RENDERED`): ``render_size`` R renders the
+    brain's 189 mm box at R px (189 / R mm pixels: 1.48 mm at 128) and training items are random
+    ``S`` x ``S`` windows of it (:class:`~meddiff.data.crops.RandomCrops`), so a fully
+    convolutional prior trains at ``S`` px cost and applies at R px and beyond; validation items
+    are the whole R px slices. ``randomize`` (``brain_slices``): the probability of a
+    domain-randomised item (:mod:`meddiff.data.randomize`).
     """
 
     dataset: Dataset2D = "brain_slices"
@@ -67,6 +78,8 @@ class DataConfig(FilesOptions):
     seed: int = 0
     spacing_mm: float = 2.0
     lesions: Literal["train", "eval", "classifier", "segmentation"] | None = None
+    render_size: int | None = None
+    randomize: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,6 +93,13 @@ class DataConfig(FilesOptions):
             raise ConfigError("dataset lesion_pairs needs a lesions preset")
         if self.lesions is not None and self.dataset not in ("brain_slices", "lesion_pairs"):
             raise ConfigError(f"lesions apply to brain_slices and lesion_pairs, not {self.dataset}")
+        if self.render_size is not None and self.dataset not in _RENDERED:
+            raise ConfigError(f"render_size applies to {', '.join(_RENDERED)}, "
+                              f"not {self.dataset}")
+        if self.render_size is not None and self.render_size < 8:
+            raise ConfigError(f"render_size must be >= 8, got {self.render_size}")
+        if self.randomize and self.dataset != "brain_slices":
+            raise ConfigError(f"randomize applies to brain_slices, not {self.dataset}")
 
     @property
     def spatial_dims(self) -> int:
@@ -125,7 +145,17 @@ def make_dataset(d: DataConfig, size: int, split: str = "train", augment: bool |
     """The dataset ``d`` at ``size`` px. ``split`` 'val' / 'test' gives the held-out slabs
     (for validation metrics; for ``files``: the validation files), by default without
     augmentation and with every section and contrast once; ``augment`` / ``length`` override
-    that."""
+    that. With ``render_size`` R != ``size``: training items are random ``size`` windows of R px
+    slices, held-out items the whole R px slices."""
+    train = split == "train"
+    if d.render_size is not None and d.render_size != size:
+        full = _dataset(d, d.render_size, split, augment, length)
+        return RandomCrops(full, size, d.seed) if train else full
+    return _dataset(d, size, split, augment, length)
+
+
+def _dataset(d: DataConfig, size: int, split: str, augment: bool | None,
+              length: int | None) -> Dataset:
     train = split == "train"
     augment = (d.augment and train) if augment is None else augment
     length = length if length is not None else (d.length if train else None)
@@ -148,4 +178,4 @@ def make_dataset(d: DataConfig, size: int, split: str = "train", augment: bool |
         return BrainPatches3D(split, size=size, spacing_mm=d.spacing_mm, contrasts=d.contrasts,
                               augment=augment, seed=d.seed, length=length)
     return BrainSlices(split, size=size, contrasts=d.contrasts, augment=augment, lesions=lesions,
-                       seed=d.seed, length=length)
+                       seed=d.seed, length=length, randomize=d.randomize)

@@ -25,6 +25,7 @@ also ``out_dir/train_files.txt`` and ``out_dir/val_files.txt``, the split by sub
 """
 from __future__ import annotations
 
+import logging
 import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,8 +46,10 @@ from meddiff.train.data import DataConfig, write_data_split
 from meddiff.train.objectives import Objective, get
 from meddiff.train.trainer import PRIMARY, Trainer
 from meddiff.zoo.kinds import get_kind
-from meddiff.zoo.runs import RUN_SPEC
-from meddiff.zoo.store import save, write_document
+from meddiff.zoo.runs import RUN_SPEC, latest_checkpoint
+from meddiff.zoo.store import load, save, write_document
+
+_log = logging.getLogger(__name__)
 
 RUN_CONFIG = "config.yaml"  # the full run config, written into out_dir
 DEFAULT_LICENCE = ("Apache-2.0, as meddiff; trained only on images simulated from the MNI152 "
@@ -122,11 +125,33 @@ def _networks(objective: Objective, seed: int) -> dict[str, nn.Module]:
         return objective.networks()
 
 
+#: spec entries a fine-tuning run may change (the data description, the training window size)
+_FREE_FOR_FINE_TUNING = ("data", "image_size")
+
+
+def _initialised(nets: dict[str, nn.Module], cfg: RunConfig, resume: bool) -> dict[str, nn.Module]:
+    """``nets`` with the primary network loaded from ``train.init_from`` (fine-tuning), unless
+    there is none or the run resumes from its own checkpoint."""
+    source = cfg.train.init_from
+    if source is None or (resume and latest_checkpoint(cfg.train.out_dir) is not None):
+        return nets
+    stored = load(source)
+    ours, theirs = to_dict(cfg.model), to_dict(stored.spec)
+    keys = [k for k in ours if k not in _FREE_FOR_FINE_TUNING and ours[k] != theirs.get(k)]
+    if keys or type(stored.spec) is not type(cfg.model):
+        raise ConfigError(f"train.init_from {source}: its spec differs from the model section "
+                          f"in {', '.join(keys) or 'kind'}")
+    nets[PRIMARY].load_state_dict({k: v.float() for k, v in stored.net.state_dict().items()})
+    _log.info("initialised %s from %s", PRIMARY, stored.name)
+    return nets
+
+
 def train(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or continue, ``resume``) the training described by ``cfg``; returns the trainer's
     summary (:meth:`~meddiff.train.trainer.Trainer.fit`)."""
     objective = make_objective(cfg)
-    trainer = Trainer(_networks(objective, cfg.train.seed), objective.updates(),
+    nets = _initialised(_networks(objective, cfg.train.seed), cfg, resume)
+    trainer = Trainer(nets, objective.updates(),
                       objective.dataset(), cfg.train, run_config=to_dict(cfg))
     try:
         if trainer.ctx.is_main:

@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm import tqdm
 
 from meddiff.config import to_dict
+from meddiff.device import bf16_is_fast
 from meddiff.errors import ConfigError, InputError, MeddiffError
 from meddiff.train import distributed as dist_utils
 from meddiff.train.checkpoint import NetState, TrainState, load_checkpoint, save_checkpoint
@@ -188,6 +189,16 @@ def _as_updates(nets: nn.Module | Mapping[str, nn.Module],
     return models, updates
 
 
+def _bf16(requested: bool, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: as ``requested``, except on a device where it is
+    slow (:func:`~meddiff.device.bf16_is_fast`), which trains in float32 with one warning."""
+    if requested and not bf16_is_fast(device):
+        _log.warning("bf16 autocast requested, but this %s has no bfloat16 instructions, where "
+                     "it is ~3x slower than float32: training in float32", device.type.upper())
+        return False
+    return requested
+
+
 class Trainer:
     """Train ``nets`` by minimising the losses of ``updates`` over ``dataset``.
 
@@ -212,6 +223,7 @@ class Trainer:
         require_logger(config.logger)
         self.ctx = dist_utils.setup(config.device)
         self.device = self.ctx.device
+        self.bf16 = _bf16(config.bf16, self.device)
         self.models = {name: m.to(self.device) for name, m in models.items()}
         self.primary = next(iter(self.models))
         self.wrapped = {name: self._wrap(m) for name, m in self.models.items()}
@@ -389,7 +401,7 @@ class Trainer:
         for group in (g for opt in optimizers for g in opt.param_groups):
             group["lr"] = lr * update.lr_scale
         with self._only_trains(update.trained) as nets, \
-                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = update.loss(nets, batch, self.generator, self.step)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TypeError("a loss must return a scalar tensor")
