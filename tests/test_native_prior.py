@@ -60,14 +60,19 @@ def test_windows_pad_images_smaller_than_the_window():
     assert window_starts((2, 3), 4, None) == [-1, -1]
 
 
-def test_native_size_training_items_are_windows_of_finer_slices():
-    d = DataConfig(render_size=128, length=4)
+def test_native_size_training_items_are_windows_of_slices_at_several_pixel_sizes():
+    d = DataConfig(render_sizes=(64, 128), length=40)
     train, val = make_dataset(d, 64), make_dataset(d, 64, split="val")
     assert tuple(train[0]["image"].shape) == (1, 64, 64)
     assert tuple(val[0]["image"].shape) == (1, 128, 128)         # whole held-out slices
     assert val.spacing_mm == pytest.approx(189 / 128, rel=0.02)
-    with pytest.raises(ConfigError, match="render_size applies"):
-        DataConfig(dataset="brain_patches3d", render_size=128)
+    # a window of a 64 px slice is the slice itself; windows of 128 px slices can be all brain
+    coarse = BrainSlices("train", size=64, length=40)
+    same = sum(torch.equal(train[i]["image"], coarse[i]["image"]) for i in range(40))
+    fill = max(float(train[i]["brain"].mean()) for i in range(40))
+    assert 5 < same < 35 and fill > 0.9 > max(float(coarse[i]["brain"].mean()) for i in range(40))
+    with pytest.raises(ConfigError, match="render_sizes apply"):
+        DataConfig(dataset="brain_patches3d", render_sizes=(128,))
     with pytest.raises(ConfigError, match="randomize applies"):
         DataConfig(dataset="head_ct_slices", randomize=0.5)
 

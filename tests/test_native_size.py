@@ -167,7 +167,7 @@ def test_reconstruct_an_image_at_its_own_size(models, tmp_path, capsys):
                            "--json")
     assert code == 0, err
     report = json.loads(text)
-    assert report["nfe"] == 4 and all(np.isfinite(r["psnr"]) for r in report["metrics"])
+    assert report["nfe"] == 8 and all(np.isfinite(r["psnr"]) for r in report["metrics"])
     assert nib.load(out).shape == vol.shape
     code, _, err = _run(capsys, "reconstruct", "--input", src, "--modality", "ct", "--views", 12,
                         "--method", "fbp", "--model", models["prior"],
@@ -202,7 +202,7 @@ def test_reconstruct_fastmri_kspace_at_its_own_size(models, tmp_path, capsys):
                            "--steps", 2, "--model", models["prior"], "--out", out,
                            "--device", "cpu", "--json")
     assert code == 0, err
-    assert json.loads(text)["nfe"] == 4 and nib.load(out).shape == (24, 24, 2)
+    assert json.loads(text)["nfe"] == 8 and nib.load(out).shape == (24, 24, 2)  # self-check
     code, text, err = _run(capsys, "reconstruct", "--input", src, "--method", "zero-filled",
                            "--acceleration", 1, "--model", models["prior"], "--out", out,
                            "--device", "cpu", "--json")

@@ -277,7 +277,7 @@ def test_cli_reconstructs_a_nifti_volume(tmp_path, tiny, main, capsys):
                "--model", tiny, "--out", str(out), "--device", "cpu", "--json"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["nfe"] == 8  # song's default pc_vp: predictor + 1 corrector per step
+    assert report["nfe"] == 16  # song's pc_vp (predictor + 1 corrector) x 2: the self-check
     assert {r["method"] for r in report["metrics"]} == {"song", "zero-filled"}
     img = nib.load(out)
     assert img.shape == vol.shape and np.allclose(img.affine, np.diag([2.0, 2.0, 3.0, 1.0]))
@@ -314,7 +314,7 @@ def test_cli_reads_fastmri_style_hdf5(tmp_path, tiny, main, capsys):
                "--model", tiny, "--out", str(out), "--device", "cpu", "--json"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["nfe"] == 4 and len(report["metrics"]) == 2  # pc_vp: 1 corrector per step
+    assert report["nfe"] == 8 and len(report["metrics"]) == 2  # pc_vp x 2 (the self-check)
     assert nib.load(out).shape == (S, S, 2) and (tmp_path / "k.png").exists()
 
 

@@ -6,6 +6,12 @@ fastMRI-style k-space, reconstructed as it is when undersampled or undersampled 
 when fully sampled. Writes the reconstruction NIfTI, ``<out>_std.nii.gz`` for methods with an
 uncertainty map and a PNG panel, and prints PSNR / SSIM / NMSE against the reference when there
 is one. Every check runs before anything is written.
+
+Diffusion methods are self-checked unless ``--no-self-check``: a tenth of the measured k-space
+lines (CT: views) is held out, the diffusion method and CS-TV reconstruct from the rest, and the
+blend of the two that best predicts the held-out data (per slice) is applied to the full-data
+reconstructions; the held-out errors, the chosen weights and a warning when the output leans on
+CS are printed (:mod:`meddiff.tasks.selfcheck`).
 """
 from __future__ import annotations
 
@@ -62,6 +68,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz); a PNG panel and, for methods with an "
                         "uncertainty map, <out>_std.nii.gz are written beside it")
+    r.add_argument("--no-self-check", dest="self_check", action="store_false",
+                   default=d["self_check"],
+                   help="diffusion methods: skip the ground-truth-free self-check (by default "
+                        "10%% of the measured lines / views are held out, the method and CS-TV "
+                        "are scored on predicting them and the output is their best blend; "
+                        "costs two extra runs)")
     common_options(r, json_flag=True)
     r.set_defaults(run=run)
     return r
@@ -79,4 +91,21 @@ def run(a: argparse.Namespace) -> None:
     else:
         print(f"{res['method']}: {res['nfe']} network evaluations, {res['seconds']:.2f} s "
               "(no reference: no metrics)")
+    if "self_check" in res:
+        print_self_check(res["self_check"])
     print(f"wrote {', '.join(res['outputs'])}")
+
+
+def print_self_check(check: dict) -> None:
+    """The self-check's mean held-out errors, the chosen diffusion weights and its warning."""
+    if "skipped" in check:
+        print(f"self-check skipped: {check['skipped']}")
+        return
+    err = {k: sum(v) / len(v) for k, v in check["held_out_error"].items()}
+    counts = {w: check["weights"].count(w) for w in sorted(set(check["weights"]), reverse=True)}
+    weights = ", ".join(f"{w:g} ({n} slice{'s' * (n > 1)})" for w, n in counts.items())
+    print(f"self-check ({check['held_out']} held out): held-out error diffusion "
+          f"{err['diffusion']:.4f}, CS-TV {err['cs']:.4f}, blend {err['blend']:.4f}; "
+          f"diffusion weight {weights}")
+    if check["warning"]:
+        print(f"warning: {check['warning']}")

@@ -63,6 +63,29 @@ class RandomCrops(Dataset):
         return {k: _cut(v, spatial, y, x, self.size) for k, v in item.items()}
 
 
+class MixedScales(Dataset):
+    """Item ``i`` of one of ``datasets`` (the same source rendered at several pixel sizes), the
+    one drawn from (``seed``, epoch, ``i``): a multi-scale training set for a prior that must
+    hold at several pixel sizes. All have the length of the first; ``set_epoch`` is
+    forwarded."""
+
+    def __init__(self, datasets: Sequence[Dataset], seed: int = 0):
+        self.datasets, self.seed, self.epoch = list(datasets), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        for d in self.datasets:
+            if hasattr(d, "set_epoch"):
+                d.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.datasets[0])
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, 0x7363616C, self.epoch, int(index)])
+        return self.datasets[int(rng.integers(len(self.datasets)))][index]
+
+
 def _cut(value, spatial: tuple[int, int], y: int, x: int, size: int):
     if not (torch.is_tensor(value) and tuple(value.shape[-2:]) == spatial):
         return value

@@ -60,6 +60,7 @@ from meddiff.physics.mri import MultiCoilMRI, PhaseModulated, SingleCoilMRI, est
 from meddiff.physics.noise import GaussianNoise
 from meddiff.tasks.inputs import check_size, load_model, read_slices
 from meddiff.tasks.outputs import Grid, output_paths, reconstruction_panel, to_file_grid
+from meddiff.tasks.selfcheck import checked_run
 from meddiff.zoo.catalogue import bundled
 from meddiff.zoo.store import load
 
@@ -344,7 +345,7 @@ def _problem(input: str, size: int, divisor: int, kspace: bool, real_prior: bool
 def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="random",
                      acceleration=None, coils=1, coil_mode="sense", noise_std=0.0, views=None,
                      dose=None, steps=100, t0=None, init=None, cs_lam=None, model=None,
-                     resize=False, device="auto", seed=0) -> dict:
+                     resize=False, device="auto", seed=0, self_check=True) -> dict:
     """``meddiff reconstruct``: an image file is the ground truth of a simulated acquisition
     (MRI: undersampled k-space, :func:`~meddiff.physics.acquisition.simulate_mri`; CT:
     sparse-view / low-dose sinogram, :func:`~meddiff.physics.acquisition.simulate_ct`); an
@@ -353,10 +354,13 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     uncertainty map and ``<out>.png``. The acquisition is simulated / read at the file's own
     size (image slices reflect-padded to the network's divisor, the results cropped back;
     ``resize``: image files resampled to the model's training size). Every check runs
-    before anything is written.
+    before anything is written. ``self_check`` (diffusion methods with SENSE / single-coil
+    data): the output is the diffusion result blended with CS-TV by the held-out check of
+    :mod:`meddiff.tasks.selfcheck` (four runs instead of one).
 
     Returns ``{"method", "nfe", "seconds", "metrics": [{method, psnr, ssim, nmse, nfe,
-    seconds}, ...] (empty without a reference), "outputs": [paths]}``.
+    seconds}, ...] (empty without a reference), "outputs": [paths]}``, plus ``"self_check"``
+    (:func:`meddiff.tasks.selfcheck.report`, or ``{"skipped": reason}``) when it ran.
     """
     kspace = Path(str(input)).suffix.lower() in KSPACE_SUFFIXES
     _check_options(str(input), str(out), kspace, modality=modality, method=method, mask=mask,
@@ -375,8 +379,12 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
         if not isinstance(op, MultiCoilMRI):
             raise InputError("--coil-mode coil-by-coil needs multi-coil data and a diffusion method")
         runner = run_coil_by_coil
-    result = runner(prior, op, y, method, steps=steps, t0=t0, init=init, seed=seed, view=view,
-                    cs_lam=cs_lam)
+    kw = {"steps": steps, "t0": t0, "init": init, "seed": seed, "view": view, "cs_lam": cs_lam}
+    check = None
+    if self_check and runner is run and not registry.methods("reconstruction")[method].baseline:
+        result, check = checked_run(run, prior, op, y, method, **kw)
+    else:
+        result = runner(prior, op, y, method, **kw)
     base = result if method == base_name else run(None, op, y, base_name)
     # the padding reached the network's divisor: metrics and panels see the file's region
     result, base, ref = grid.crop(result), grid.crop(base), grid.crop(ref)
@@ -388,4 +396,4 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
              "seconds": result.seconds if name == method else base.seconds}
             for name, s in scores.items()]
     return {"method": method, "nfe": result.nfe, "seconds": round(result.seconds, 3),
-            "metrics": rows, "outputs": written}
+            "metrics": rows, "outputs": written, **({"self_check": check} if check else {})}

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch.utils.data import Dataset
 
-from meddiff.data.crops import RandomCrops
+from meddiff.data.crops import MixedScales, RandomCrops
 from meddiff.data.datasets import BrainPatches3D, BrainSlices
 from meddiff.data.files import FilesDataset, FilesOptions, discover, split_files, write_split
 from meddiff.data.lesion_bench import LESIONS_BENCH, LESIONS_CLASSIFIER, ClassifierData
@@ -63,11 +63,13 @@ class DataConfig(FilesOptions):
     is by file (subject), ``seed`` seeds it, and the run writes its file lists into ``out_dir``
     (:func:`write_data_split`). ``contrasts``, ``spacing_mm`` and ``lesions`` do not apply.
 
-    Native pixel size (2D built-in sources of :data:`_RENDERED`): ``render_size`` R renders the
-    brain's 189 mm box at R px (189 / R mm pixels: 1.48 mm at 128) and training items are random
-    ``S`` x ``S`` windows of it (:class:`~meddiff.data.crops.RandomCrops`), so a fully
-    convolutional prior trains at ``S`` px cost and applies at R px and beyond; validation items
-    are the whole R px slices. ``randomize`` (``brain_slices``): the probability of a
+    Native pixel size (2D built-in sources of :data:`_RENDERED`): ``render_sizes`` [R1, R2, ...]
+    render the brain's 189 mm box at R px (189 / R mm pixels: 2.95 / 1.48 / 0.74 mm at 64 / 128
+    / 256), one size drawn per item (:class:`~meddiff.data.crops.MixedScales`), and training
+    items are random ``S`` x ``S`` windows of those slices
+    (:class:`~meddiff.data.crops.RandomCrops`), so a fully convolutional prior trains at ``S`` px
+    cost and applies at every one of those pixel sizes and image sizes; validation items are the
+    whole slices at the largest R. ``randomize`` (``brain_slices``): the probability of a
     domain-randomised item (:mod:`meddiff.data.randomize`).
     """
 
@@ -78,7 +80,7 @@ class DataConfig(FilesOptions):
     seed: int = 0
     spacing_mm: float = 2.0
     lesions: Literal["train", "eval", "classifier", "segmentation"] | None = None
-    render_size: int | None = None
+    render_sizes: tuple[int, ...] = ()
     randomize: float = 0.0
 
     def __post_init__(self) -> None:
@@ -93,11 +95,11 @@ class DataConfig(FilesOptions):
             raise ConfigError("dataset lesion_pairs needs a lesions preset")
         if self.lesions is not None and self.dataset not in ("brain_slices", "lesion_pairs"):
             raise ConfigError(f"lesions apply to brain_slices and lesion_pairs, not {self.dataset}")
-        if self.render_size is not None and self.dataset not in _RENDERED:
-            raise ConfigError(f"render_size applies to {', '.join(_RENDERED)}, "
+        if self.render_sizes and self.dataset not in _RENDERED:
+            raise ConfigError(f"render_sizes apply to {', '.join(_RENDERED)}, "
                               f"not {self.dataset}")
-        if self.render_size is not None and self.render_size < 8:
-            raise ConfigError(f"render_size must be >= 8, got {self.render_size}")
+        if any(s < 8 for s in self.render_sizes):
+            raise ConfigError(f"render_sizes must be >= 8, got {list(self.render_sizes)}")
         if self.randomize and self.dataset != "brain_slices":
             raise ConfigError(f"randomize applies to brain_slices, not {self.dataset}")
 
@@ -145,13 +147,14 @@ def make_dataset(d: DataConfig, size: int, split: str = "train", augment: bool |
     """The dataset ``d`` at ``size`` px. ``split`` 'val' / 'test' gives the held-out slabs
     (for validation metrics; for ``files``: the validation files), by default without
     augmentation and with every section and contrast once; ``augment`` / ``length`` override
-    that. With ``render_size`` R != ``size``: training items are random ``size`` windows of R px
-    slices, held-out items the whole R px slices."""
-    train = split == "train"
-    if d.render_size is not None and d.render_size != size:
-        full = _dataset(d, d.render_size, split, augment, length)
-        return RandomCrops(full, size, d.seed) if train else full
-    return _dataset(d, size, split, augment, length)
+    that. With ``render_sizes``: training items are random ``size`` windows of slices rendered
+    at one of those sizes, held-out items the whole slices at the largest."""
+    if not d.render_sizes:
+        return _dataset(d, size, split, augment, length)
+    if split != "train":
+        return _dataset(d, max(d.render_sizes), split, augment, length)
+    scales = [_dataset(d, r, split, augment, length) for r in d.render_sizes]
+    return RandomCrops(MixedScales(scales, d.seed), size, d.seed)
 
 
 def _dataset(d: DataConfig, size: int, split: str, augment: bool | None,
