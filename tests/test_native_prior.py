@@ -139,3 +139,22 @@ def test_bf16_falls_back_to_float32_where_the_cpu_lacks_it(monkeypatch, caplog):
     monkeypatch.setattr(trainer, "bf16_is_fast", lambda device: True)
     assert trainer._bf16(True, torch.device("cpu")) is True
     assert trainer._bf16(False, torch.device("cpu")) is False
+
+
+def test_a_windowed_prior_warns_only_outside_its_slice_sizes(caplog):
+    from meddiff.tasks.inputs import check_size
+    from meddiff.zoo.kinds import DiffusionSpec
+
+    spec = DiffusionSpec(image_size=64, slice_sizes=(64, 128, 256))
+    assert spec.trained_sizes == (64, 256) and DiffusionSpec().trained_sizes == (64, 64)
+    with caplog.at_level(logging.WARNING):
+        check_size((256, 320), spec.trained_sizes, 4)
+        check_size((32, 32), spec.trained_sizes, 4)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        check_size((768, 768), spec.trained_sizes, 4)
+    assert "trained on slices of 64-256 px" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        check_size((256, 256), 64, 4)                    # a whole-slice 64 px prior
+    assert "trained on 64x64" in caplog.text

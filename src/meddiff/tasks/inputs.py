@@ -78,26 +78,30 @@ def pad_to(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int,
     return F.pad(x, (left, right, top, bottom), mode=mode), pad
 
 
-def check_size(hw: tuple[int, ...], trained: int, divisor: int, what: str = "the images",
-               resize: bool = True) -> None:
-    """Whether a network trained on ``trained`` px images can run on a ``hw`` grid: a one-line
+def check_size(hw: tuple[int, ...], trained: int | tuple[int, int], divisor: int,
+               what: str = "the images", resize: bool = True) -> None:
+    """Whether a network trained on ``trained`` px images (or slices of sizes ``(lo, hi)``,
+    :attr:`~meddiff.zoo.kinds.DiffusionSpec.trained_sizes`) can run on a ``hw`` grid: a one-line
     InputError when a side is not a multiple of ``divisor`` (the network halves the image that
-    many times; image slices are padded before, :func:`pad_to`), a warning (log) when a side
-    differs from ``trained`` by more than :data:`FAR` x either way (the prior then sees another
-    pixel size than it learned). ``resize``: the warning mentions ``--resize`` (the caller has
-    that option)."""
+    many times; image slices are padded before, :func:`pad_to`), a warning (log) when a side is
+    more than :data:`FAR` x above ``hi`` or below ``lo`` (the prior then sees another pixel size
+    than it learned). ``resize``: the warning mentions ``--resize`` (the caller has that
+    option)."""
+    lo, hi = (trained, trained) if isinstance(trained, int) else trained
     sides = "x".join(str(int(n)) for n in hw)
     if any(int(n) % divisor for n in hw):
         raise InputError(f"{what} are {sides}, the network needs sides divisible by {divisor}; "
                          f"choose a multiple of {divisor}")
-    if any(n > FAR * trained or n * FAR < trained for n in hw):
-        _log.warning("meddiff: warning: %s are %s, the model was trained on %dx%d: the prior "
-                     "sees another pixel size, results may be worse%s", what, sides, trained,
-                     trained, " (--resize resamples)" if resize else "")
+    if any(n > FAR * hi or n * FAR < lo for n in hw):
+        seen = f"{lo}x{lo}" if lo == hi else f"slices of {lo}-{hi} px"
+        _log.warning("meddiff: warning: %s are %s, the model was trained on %s: the prior "
+                     "sees another pixel size, results may be worse%s", what, sides, seen,
+                     " (--resize resamples)" if resize else "")
 
 
 def read_slices(path: str | os.PathLike, size: int, resize: bool = False,
-                normalize: bool = True, divisor: int = 1) -> Slices:
+                normalize: bool = True, divisor: int = 1,
+                trained: tuple[int, int] | None = None) -> Slices:
     """Read a 2D image or every 2D slice of a volume (NIfTI, DICOM, PNG, TIFF, NPY).
 
     Intensities are mapped to [0, 1] by the 0.5 / 99.5 percentiles of the whole file
@@ -105,7 +109,8 @@ def read_slices(path: str | os.PathLike, size: int, resize: bool = False,
     grid (native resolution): ``size`` is the model's training size and ``divisor`` what the
     network needs its sides divisible by; other sides are reflect-padded up to the next
     multiple (:func:`pad_to`; ``Slices.pad``; :meth:`Slices.crop` and :meth:`Slices.restore`
-    crop it away) and a side far from ``size`` gets a warning (:func:`check_size`).
+    crop it away) and a side far from ``size`` (or from the ``trained`` slice sizes of a
+    windowed prior) gets a warning (:func:`check_size`).
     ``resize=True`` resamples them to ``size`` x ``size`` instead (bilinear, antialiased;
     :meth:`Slices.restore` resamples results back to the file's grid). Volumes are sliced
     along their last axis.
@@ -127,5 +132,5 @@ def read_slices(path: str | os.PathLike, size: int, resize: bool = False,
                           align_corners=False).clamp(0, 1)
     elif not resize:
         x, pad = pad_to(x, divisor)
-        check_size(tuple(x.shape[-2:]), size, divisor, f"{path}: slices")
+        check_size(tuple(x.shape[-2:]), trained or size, divisor, f"{path}: slices")
     return Slices(x, window, image, (h, w), pad)

@@ -64,7 +64,7 @@ def sample(model: LoadedModel, n: int = 16, sampler: str = "ddim", steps: int = 
     gen = _generator(seed, dev)
     spec = model.spec
     size = spec.image_size if size is None else int(size)
-    check_size((size,) * spec.net.spatial_dims, spec.image_size, spec.net.divisor,
+    check_size((size,) * spec.net.spatial_dims, spec.trained_sizes, spec.net.divisor,
                "the samples", resize=False)
     shape = (spec.net.out_channels, *([size] * spec.net.spatial_dims))
     opts = {"eta": eta} if get_sampler(sampler) is SAMPLERS["ddim"] else {}
@@ -178,7 +178,7 @@ def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float,
     """
     loaded = load_model(model, device=device)
     sl = read_slices(input, loaded.spec.image_size, resize=resize,
-                     divisor=loaded.spec.net.divisor)
+                     divisor=loaded.spec.net.divisor, trained=loaded.spec.trained_sizes)
     clean = sl.crop(denoise(loaded, sl.images, sigma, method=method, steps=steps, seed=seed,
                             batch_size=batch_size, progress=progress))
     images = sl.crop(sl.images)

@@ -317,22 +317,24 @@ def _check_options(input: str, out: str, kspace: bool, *, modality, method, mask
     output_paths(out, "_std", ".png")
 
 
-def _problem(input: str, size: int, divisor: int, kspace: bool, real_prior: bool, *, modality,
-             mask, acceleration, coils, noise_std, views, dose, resize, seed):
+def _problem(input: str, spec, kspace: bool, *, modality, mask, acceleration, coils, noise_std,
+             views, dose, resize, seed):
     """(operator, y, reference01, grid, view) for the input file on its own grid (view None:
-    the model's default, see :func:`run`); ``size`` / ``divisor``: the prior's training size
-    and what its network needs the sides divisible by."""
+    the model's default, see :func:`run`); ``spec``: the prior's
+    :class:`~meddiff.zoo.kinds.DiffusionSpec` (training sizes, the divisor its network needs
+    the sides divisible by, real or complex)."""
+    size, divisor, trained = spec.image_size, spec.net.divisor, spec.trained_sizes
     if kspace:
         from meddiff.data.kspace_io import load_kspace
 
         ks = load_kspace(input)
         op, y, ref = measurement_from_kspace(ks.kspace, ks.mask, ks.reference, mask=mask,
                                              acceleration=acceleration, seed=seed, divisor=divisor)
-        check_size(tuple(y.shape[-2:]), size, divisor, f"{input}: k-space images",
+        check_size(tuple(y.shape[-2:]), trained, divisor, f"{input}: k-space images",
                    resize=False)
         return op, y, ref, Grid.plain(len(y), tuple(y.shape[-2:])), \
-            "batch" if real_prior else None
-    slices = read_slices(input, size, resize=resize, divisor=divisor)
+            "batch" if spec.intensity == "unit" else None
+    slices = read_slices(input, size, resize=resize, divisor=divisor, trained=trained)
     image01 = slices.images
     if modality == "ct":
         op, y = simulate_ct(image01, views, dose, seed)
@@ -368,8 +370,7 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
                    noise_std=noise_std, views=views, dose=dose, steps=steps, t0=t0, init=init,
                    seed=seed)
     prior = load_model(model or DEFAULT_MODELS[modality], device=device)
-    op, y, ref, grid, view = _problem(str(input), prior.spec.image_size, prior.spec.net.divisor,
-                                      kspace, prior.spec.intensity == "unit", modality=modality,
+    op, y, ref, grid, view = _problem(str(input), prior.spec, kspace, modality=modality,
                                       mask=mask, acceleration=acceleration, coils=coils,
                                       noise_std=noise_std, views=views, dose=dose, resize=resize,
                                       seed=seed)

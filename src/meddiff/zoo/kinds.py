@@ -46,6 +46,10 @@ class DiffusionSpec:
         autoencoder: for a latent diffusion model, the name of the autoencoder (same folder)
             whose scaled latents it models; ``None`` for image-space models.
         data: free-form description of the training data (for the model card).
+        slice_sizes: for a prior trained on random ``image_size`` windows of larger slices
+            (``data.render_sizes`` of the run config), the sizes (px) of those slices: it runs
+            without a pixel-size warning on inputs from ``min / 2`` to ``max * 2`` px (the
+            same field of view); empty: trained on whole ``image_size`` slices.
     """
 
     net: UNetConfig = field(default_factory=UNetConfig)
@@ -59,6 +63,13 @@ class DiffusionSpec:
     condition: Literal["none", "concat", "class", "context"] = "none"
     autoencoder: str | None = None
     data: dict[str, str] = field(default_factory=dict)
+    slice_sizes: tuple[int, ...] = ()
+
+    @property
+    def trained_sizes(self) -> tuple[int, int]:
+        """(smallest, largest) slice size in px the prior saw in training."""
+        sizes = self.slice_sizes or (self.image_size,)
+        return min(sizes), max(sizes)
 
     def __post_init__(self) -> None:
         if self.image_size % self.net.divisor:
