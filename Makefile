@@ -1,19 +1,33 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Each creates/refreshes the local virtual environment .venv first.
-# TORCH selects the torch requirement installed before the package; the default takes the
-# local CPU wheel on our build machines. GPU users: `make TORCH=torch demo` (or any spec).
+# Each creates/refreshes the virtual environment $(VENV) (default .venv) first.
+#
+# TORCH is what `pip install` gets for torch before the package, passed unquoted so that pip
+# options split: the default takes the local CPU wheel on our build machines; CUDA users e.g.
+#   make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124" demo
+# (a specifier with < or > needs its own quotes: make TORCH="'torch>=2.3,<3'" test).
+# Torch is (re)installed whenever TORCH differs from the value of the last install: its stamp
+# $(VENV)/.torch-<checksum of TORCH> names the value, and torch is uninstalled first so that
+# the same version from another index (CPU -> CUDA build) really replaces it.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
+TORCH_ID := $(shell printf '%s' '$(subst ','"'"',$(TORCH))' | cksum | cut -d' ' -f1)
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_ID)
 STAMP := $(VENV)/.meddiff-installed
 
 .PHONY: demo test venv bench clean
 
-$(STAMP): pyproject.toml
+$(TORCH_STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	rm -f $(VENV)/.torch-*
+	$(BIN)/python -m pip uninstall -qq -y torch
+	$(BIN)/python -m pip install -q $(TORCH)
+	touch $(TORCH_STAMP)
+
+# order-only on torch: a new TORCH reinstalls torch, not the package
+$(STAMP): pyproject.toml | $(TORCH_STAMP)
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from scipy.ndimage import gaussian_filter
 
+from meddiff.config import to_dict
 from meddiff.core.samplers import generate
 from meddiff.data.intensity import image_space
 from meddiff.eval.figures import save_bars, save_grid
@@ -86,7 +87,7 @@ def add_realism(name: str, path: Path, cfg: RunConfig, n: int, seed: int) -> Non
             "figures": {"samples": f"../../../docs/figures/{name}_samples.png",
                         "realism": f"../../../docs/figures/{name}_realism.png"}}
     write_document(path, cfg.model, card, doc["weights"], doc["dtype"] == "float16")
-    write_card(CARDS_DIR / f"{name}.md", name, card)
+    write_card(CARDS_DIR / f"{name}.md", name, card, to_dict(cfg.model))
 
 
 def _has_realism(cfg: RunConfig) -> bool:

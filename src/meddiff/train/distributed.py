@@ -5,6 +5,12 @@ Under ``torchrun`` the environment holds ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RA
 ``nccl`` on CUDA). Without them it is a no-op single-process context. Gradients are averaged by
 ``torch.nn.parallel.DistributedDataParallel`` (Li et al., 2020, arXiv:2006.15704).
 
+Only rank 0 speaks: when :func:`setup` joins the group it makes every other rank silent
+(:func:`quiet_other_ranks`: its ``print`` output goes to ``os.devnull``, Python warnings are
+ignored and log records below ERROR dropped), so ``torchrun --nproc_per_node=N -m meddiff.cli
+train CONFIG`` prints one progress bar and one summary. Errors and tracebacks of any rank still
+reach stderr. ``MEDDIFF_ALL_RANKS_VERBOSE=1`` keeps every rank's output (for debugging).
+
 The data order is a pure function of ``(seed, epoch)``: a permutation of the dataset split into
 global batches; rank ``r`` of ``W`` takes the ``r``-th contiguous slice of each global batch, so
 ``W`` ranks with batch ``B/W`` see exactly the samples of one process with batch ``B``.
@@ -12,7 +18,10 @@ Resuming at a step skips whole batches without loading them.
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -63,12 +72,32 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
+VERBOSE_ENV = "MEDDIFF_ALL_RANKS_VERBOSE"  # set to 1: ranks > 0 keep printing and warning
+
+
+def quiet_other_ranks(rank: int) -> bool:
+    """Silence this process if it is not rank 0 (unless ``MEDDIFF_ALL_RANKS_VERBOSE=1``):
+    ``sys.stdout`` goes to ``os.devnull``, Python warnings are ignored and log records below
+    ERROR are dropped; errors and tracebacks still reach stderr. Returns whether it silenced.
+    For a process that stays a rank > 0 worker for the rest of its life (``torchrun``)."""
+    if rank == 0 or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return False
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives with the process
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+    return True
+
+
 def setup(device: str = "auto") -> DistContext:
-    """Join the torchrun process group if ``WORLD_SIZE > 1`` (idempotent) and pick the device."""
+    """Join the torchrun process group if ``WORLD_SIZE > 1`` (idempotent) and pick the device.
+
+    A rank > 0 that joins the group here is silenced first (:func:`quiet_other_ranks`)."""
     world = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"bad torchrun environment: RANK={rank}, WORLD_SIZE={world}")
+    if world > 1 and not dist.is_initialized():
+        quiet_other_ranks(rank)
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

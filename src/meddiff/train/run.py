@@ -47,11 +47,12 @@ from meddiff.train.objectives import Objective, get
 from meddiff.train.trainer import PRIMARY, Trainer
 from meddiff.zoo.kinds import get_kind
 from meddiff.zoo.runs import RUN_SPEC, latest_checkpoint
-from meddiff.zoo.store import load, save, write_document
+from meddiff.zoo.store import check_bounds, load, save, write_document
 
 _log = logging.getLogger(__name__)
 
 RUN_CONFIG = "config.yaml"  # the full run config, written into out_dir
+MAX_DATA_LENGTH = 2 ** 24  # training items per epoch (the epoch's permutation is held in memory)
 DEFAULT_LICENCE = ("Apache-2.0, as meddiff; trained only on images simulated from the MNI152 "
                    "2009a template files shipped with nilearn")
 
@@ -105,6 +106,9 @@ def run_config(doc: Any, path: str = "") -> RunConfig:
     cls = get(cfg.objective.name)
     options = from_dict(cls.Options, cfg.objective.options, "objective.options")
     spec = from_dict(get_kind(cls.spec_kind(options)).spec, doc.get("model", {}), "model")
+    check_bounds(spec, "model")  # widths, levels, steps, size: before anything is built
+    if cfg.data.length > MAX_DATA_LENGTH:
+        raise ConfigError(f"data.length: {cfg.data.length} is outside [1, {MAX_DATA_LENGTH}]")
     cfg = replace(cfg, model=spec, data=cfg.data.for_model(spec))
     make_objective(cfg)
     return cfg
@@ -217,5 +221,5 @@ def export(cfg_or_run_dir: RunConfig | str | Path, name: str, dest: str | Path,
             "licence": cfg.card.licence,
             "reproduce": reproduce or f"meddiff train {Path(cfg.train.out_dir) / RUN_CONFIG}"}
     path = save(Path(dest) / name, net, spec, card, fp16=True)
-    write_card(Path(card_dir or dest) / f"{name}.md", name, card)
+    write_card(Path(card_dir or dest) / f"{name}.md", name, card, to_dict(spec))
     return path
