@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml | $(TORCH_STAMP)
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/meddiff demo --out demo_out
+	$(BIN)/meddiff demo --out demo_out --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -43,7 +43,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sampler_overhead.py
 	$(BIN)/python bench/speed_vs_monai.py
-	$(BIN)/meddiff demo --out bench/results/demo --json > bench/results/demo.json
+	$(BIN)/meddiff demo --out bench/results/demo --overwrite --json > bench/results/demo.json
 	$(BIN)/python bench/operators.py
 	$(BIN)/python bench/reconstruction.py
 	$(BIN)/python bench/detection.py

@@ -311,10 +311,10 @@ def test_detect_latent_writes_the_api_map_of_the_pair(tiny_latent, tmp_path, cap
     assert maps.shape == vol.shape and maps.max() > 0
     assert np.allclose(maps, np.moveaxis(0.5 * ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
     code, _, err = _run(capsys, "detect", "--method", "latent", "--input", src, "--out", out,
-                        "--model", tiny_latent, "--t", 5000, "--device", "cpu")
+                        "--model", tiny_latent, "--t", 5000, "--device", "cpu", "--overwrite")
     assert code == 2 and "--t must be in [1, 999]" in err
     code, _, err = _run(capsys, "detect", "--method", "anoddpm", "--input", src, "--out", out,
-                        "--model", tiny_latent, "--device", "cpu")
+                        "--model", tiny_latent, "--device", "cpu", "--overwrite")
     assert code == 2 and "needs an image-space diffusion model" in err
 
 

@@ -144,7 +144,7 @@ def test_far_sizes_warn_and_indivisible_sizes_are_padded_and_cropped_back(models
     assert np.allclose(got.array, plain.restore(clean[..., :27]), rtol=1e-4, atol=1e-3)
     code, _, err = _run(capsys, "denoise", "--input", odd, "--sigma", 0.1, "--model",
                         models["prior"], "--resize", "--out", tmp_path / "o.nii.gz",
-                        "--device", "cpu")
+                        "--device", "cpu", "--overwrite")
     assert code == 0, err
     assert load_image(tmp_path / "o.nii.gz").array.shape == (24, 27, 1)
 
@@ -205,7 +205,7 @@ def test_reconstruct_fastmri_kspace_at_its_own_size(models, tmp_path, capsys):
     assert json.loads(text)["nfe"] == 8 and nib.load(out).shape == (24, 24, 2)  # self-check
     code, text, err = _run(capsys, "reconstruct", "--input", src, "--method", "zero-filled",
                            "--acceleration", 1, "--model", models["prior"], "--out", out,
-                           "--device", "cpu", "--json")
+                           "--device", "cpu", "--json", "--overwrite")
     assert code == 0, err
     scale = np.percentile(np.abs(img), 99.5)
     want = np.moveaxis(np.abs(img) / scale, 0, -1).clip(0, 1)

@@ -14,10 +14,11 @@ File-level functions (``sample_files``, ``denoise_file``, ``reconstruct_file``, 
 return the dict the CLI prints. Intensity contract: every image a user passes or gets back is in
 *image space* [0, 1]; the tasks convert to and from the model space [-1, 1].
 
-Listing (:func:`list_models`, :func:`models_table`, :func:`methods_table`,
-:func:`method_choices`) reads JSON documents and sources only. The task functions are imported
-from :mod:`meddiff.tasks` on first use (module ``__getattr__``), so ``import meddiff.api`` loads
-neither torch nor MONAI and ``meddiff --help`` / ``methods`` / ``models`` answer at once.
+Listing (:func:`list_models`, :func:`models_table`, :func:`model_contract`,
+:func:`methods_table`, :func:`method_choices`) reads JSON documents and sources only. The task
+functions are imported from :mod:`meddiff.tasks` on first use (module ``__getattr__``), so
+``import meddiff.api`` loads neither torch nor MONAI and ``meddiff --help`` / ``methods`` /
+``models`` answer at once.
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ _LAZY = {
     "run_demo": "meddiff.demo",
 }
 
-__all__ = ["DEVICE_CHOICES", *_LAZY, "list_models", "models_table", "method_choices",
-           "method_rows", "methods_table", "method_defaults", "reconstruction_defaults"]
+__all__ = ["DEVICE_CHOICES", *_LAZY, "list_models", "models_table", "model_contract",
+           "method_choices", "method_rows", "methods_table", "method_defaults",
+           "reconstruction_defaults"]
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +69,13 @@ def models_table() -> list[dict]:
     """One row per bundled model: name, kind, summary, image_size, parameters, steps, card
     (:func:`meddiff.zoo.catalogue.catalogue`; reads JSON and safetensors headers only)."""
     return catalogue.catalogue()
+
+
+def model_contract(name_or_path: str) -> dict:
+    """What a model (bundled name, ``NAME.json`` or run dir) expects of its input: ``name``,
+    ``kind``, ``summary``, ``contract`` (image size, channels, pixel size, orientation, value
+    range) and ``card`` (:func:`meddiff.zoo.catalogue.contract`; JSON and markdown only)."""
+    return catalogue.contract(name_or_path)
 
 
 def method_choices(family: str) -> tuple[str, ...]:

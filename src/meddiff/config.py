@@ -4,12 +4,16 @@ Every key is checked: an unknown key raises :class:`~meddiff.errors.ConfigError`
 path, the valid keys and the closest match; values are type checked against the dataclass
 annotations (``int``, ``float``, ``bool``, ``str``, ``Optional``/``X | None``, ``Literal``,
 ``tuple``, ``list``, ``dict[str, X]`` and nested dataclasses). An ``int`` is accepted where a
-``float`` is expected; a ``bool`` is never accepted as a number. Missing required fields are errors.
+``float`` is expected; a ``bool`` is never accepted as a number; a float must be finite (NaN
+and infinities pass no range check, so they are refused here). Missing required fields are
+errors, and so is a value the dataclass's own checks trip over (a zero divisor, an empty
+list): every problem is one line.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -64,7 +68,12 @@ def _convert_scalar(tp: type, value: Any, path: str) -> Any:
     }[tp]
     if not ok:
         raise ConfigError(f"{path}: expected {_SCALARS[tp]}, got {_show(value)}")
-    return float(value) if tp is float else value
+    if tp is not float:
+        return value
+    number = float(value) if abs(value) < 1e308 else math.inf  # ints beyond the float range
+    if not math.isfinite(number):
+        raise ConfigError(f"{path}: expected a finite number, got {_show(value)}")
+    return number
 
 
 def _convert_union(args: tuple, value: Any, path: str) -> Any:
@@ -150,7 +159,9 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     """Build the dataclass ``cls`` (recursively) from a plain mapping, checking keys and types.
 
     ``path`` is the dotted location of ``data`` in the whole config, used in error messages.
-    Raises :class:`ConfigError` for a non-mapping, an unknown or missing key, or a wrong type.
+    Raises :class:`ConfigError` for a non-mapping, an unknown or missing key, a wrong type, a
+    non-finite float, or a value ``cls``'s own checks fail on (their arithmetic, index and value
+    errors are folded into the one line).
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"from_dict needs a dataclass type, got {cls!r}")
@@ -171,6 +182,9 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+    except (ArithmeticError, LookupError, ValueError) as err:  # e.g. a zero divisor, no levels
+        where = path or cls.__name__
+        raise ConfigError(f"{where}: invalid values ({type(err).__name__}: {err})") from None
 
 
 def to_dict(obj: Any) -> Any:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from meddiff.data.writers import atomic_write
+from meddiff.data.writers import all_or_nothing, atomic_write
 from meddiff.eval import denoising as dn
 from meddiff.eval.figures import save_grid, save_panel
 from meddiff.tasks.inputs import DEFAULT_MODEL, load_model
+from meddiff.tasks.outputs import check_outputs
 from meddiff.tasks.prior import denoise, sample
 
 SIGMAS = (0.05, 0.1)
@@ -42,11 +43,18 @@ def _panel(path: Path, clean, noisy, outs: dict[str, torch.Tensor], index: int, 
                vmax=[1] * (len(cols) - 1) + [None], suptitle="held-out test slab")
 
 
+OUTPUTS = ("samples.png", "denoising.png", "metrics.json")
+
+
+@all_or_nothing()
 def run_demo(out_dir: str | Path, model_name: str = DEFAULT_MODEL, device: str = "auto",
-             seed: int = 0, progress: bool = True) -> dict:
-    """Run the demo; returns ``{"model", "samples", "rows", "seconds", "outputs"}``."""
+             seed: int = 0, progress: bool = True, overwrite: bool = False) -> dict:
+    """Run the demo; returns ``{"model", "samples", "rows", "seconds", "outputs"}``. Existing
+    outputs in ``out_dir`` are replaced only with ``overwrite`` (checked first); the three
+    files appear together or not at all."""
     t_start = time.perf_counter()
     out = Path(out_dir)
+    check_outputs([out / name for name in OUTPUTS], overwrite=overwrite)
     model = load_model(model_name, device=device)
     size = model.spec.image_size
     samples = sample(model, n=16, sampler="ddim", steps=50, seed=seed, progress=progress)
@@ -70,7 +78,7 @@ def run_demo(out_dir: str | Path, model_name: str = DEFAULT_MODEL, device: str =
     result = {"model": model.name, "device": str(model.denoiser.device),
               "seed": seed, "test_slices": len(clean), "rows": [asdict(r) for r in rows],
               "seconds": round(time.perf_counter() - t_start, 1),
-              "outputs": [str(out / n) for n in ("samples.png", "denoising.png", "metrics.json")]}
+              "outputs": [str(out / n) for n in OUTPUTS]}
     text = json.dumps(result, indent=2) + "\n"
     atomic_write(out / "metrics.json", lambda fh: fh.write(text.encode()))
     return result

@@ -5,15 +5,19 @@ import argparse
 import json
 
 from meddiff import api
-from meddiff.cli.common import common_options, print_table
+from meddiff.cli.common import common_options, defaults, example, overwrite_option, print_table
 
 HELP = "the bundled prior end to end (samples + denoising benchmark)"
+EXAMPLE = "meddiff demo --out demo_out"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    m = subparsers.add_parser("demo", help=HELP)
-    m.add_argument("--out", default="demo_out")
-    m.add_argument("--model", default=api.DEFAULT_MODEL)
+    d = defaults(api.run_demo)
+    m = subparsers.add_parser("demo", help=HELP, description=HELP, epilog=example(EXAMPLE))
+    m.add_argument("--out", default="demo_out",
+                   help="output folder: samples.png, denoising.png and metrics.json")
+    m.add_argument("--model", default=d["model_name"], help="bundled name, NAME.json, or run dir")
+    overwrite_option(m)
     common_options(m, json_flag=True)
     m.set_defaults(run=run)
     return m
@@ -21,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(a: argparse.Namespace) -> None:
     res = api.run_demo(a.out, model_name=a.model, device=a.device, seed=a.seed,
-                       progress=not a.json)
+                       progress=not a.json, overwrite=a.overwrite)
     if a.json:
         print(json.dumps(res, indent=2))
         return

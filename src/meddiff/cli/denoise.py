@@ -4,31 +4,40 @@ from __future__ import annotations
 import argparse
 
 from meddiff import api
-from meddiff.cli.common import common_options
+from meddiff.cli.common import (MAX_BATCH, MAX_STEPS, bounded_int, common_options, defaults,
+                                example, finite_float, overwrite_option)
 
 HELP = "remove Gaussian noise from a 2D image or every slice of a volume"
+EXAMPLE = "meddiff denoise --input scan.nii.gz --sigma 0.05 --out denoised.nii.gz"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    d = subparsers.add_parser("denoise", help=HELP)
-    d.add_argument("--input", required=True, help="NIfTI, DICOM file/folder, PNG, TIFF or NPY")
-    d.add_argument("--sigma", type=float, required=True,
-                   help="noise std as a fraction of the 0.5-99.5 percentile range")
-    d.add_argument("--method", default="tweedie", choices=("tweedie", "ddim", "ddpm"))
-    d.add_argument("--steps", type=int, default=20)
-    d.add_argument("--model", default=api.DEFAULT_MODEL)
-    d.add_argument("--batch-size", type=int, default=16, help="slices per network batch")
-    d.add_argument("--resize", action="store_true",
-                   help="resample slices to the model's training size and back (default: run "
-                        "on the file's own grid)")
-    d.add_argument("--out", required=True, help="output NIfTI (a PNG panel is written beside it)")
-    common_options(d)
-    d.set_defaults(run=run)
-    return d
+    d = defaults(api.denoise_file)
+    p = subparsers.add_parser("denoise", help=HELP, description=HELP, epilog=example(EXAMPLE))
+    p.add_argument("--input", required=True, help="NIfTI, DICOM file/folder, PNG, TIFF or NPY")
+    p.add_argument("--sigma", type=finite_float, required=True,
+                   help="noise std as a fraction of the 0.5-99.5 percentile range, in (0, 1)")
+    p.add_argument("--method", default=d["method"], choices=("tweedie", "ddim", "ddpm"),
+                   help="tweedie: one network call (the MMSE estimate); ddim / ddpm: reverse "
+                        "diffusion from the noise level")
+    p.add_argument("--steps", type=bounded_int(None, MAX_STEPS), default=d["steps"],
+                   help="reverse steps of ddim / ddpm")
+    p.add_argument("--model", default=d["model"], help="bundled name, NAME.json, or run dir")
+    p.add_argument("--batch-size", type=bounded_int(None, MAX_BATCH), default=d["batch_size"],
+                   help="slices per network batch")
+    p.add_argument("--resize", action="store_true",
+                   help="resample slices to the model's training size and back (otherwise "
+                        "they run on the file's own grid)")
+    p.add_argument("--out", required=True,
+                   help="output NIfTI (.nii.gz); <out>.png, a panel, is written beside it")
+    overwrite_option(p)
+    common_options(p)
+    p.set_defaults(run=run)
+    return p
 
 
 def run(a: argparse.Namespace) -> None:
     res = api.denoise_file(a.input, a.out, a.sigma, method=a.method, steps=a.steps,
                            model=a.model, resize=a.resize, device=a.device, seed=a.seed,
-                           batch_size=a.batch_size, progress=True)
+                           batch_size=a.batch_size, progress=True, overwrite=a.overwrite)
     print(f"wrote {' and '.join(res['outputs'])}")

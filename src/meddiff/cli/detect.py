@@ -4,8 +4,8 @@ Reads an image file (NIfTI, DICOM, PNG, TIFF, NPY; volumes slice by slice), runs
 detection method with the healthy prior and writes the anomaly map NIfTI (``--out``, the file's
 grid and affine), the healthy reconstruction ``<out>_healthy.nii.gz``, a PNG panel
 ``<out>.png`` (input / reconstruction / map) and ``<out>_overlay.png``. Every check runs before
-anything is written. The methods, which options apply to which and their defaults come from
-the method registry.
+anything is written; existing outputs are replaced only with ``--overwrite``. The methods,
+which options apply to which and their defaults come from the method registry.
 """
 from __future__ import annotations
 
@@ -13,21 +13,25 @@ import argparse
 import json
 
 from meddiff import api
-from meddiff.cli.common import call, common_options, defaults
+from meddiff.cli.common import (MAX_BATCH, MAX_SAMPLES, MAX_SCALE, MAX_SMOOTH_PX, MAX_STEPS,
+                                bounded_float, bounded_int, call, common_options, defaults,
+                                example, finite_float, overwrite_option)
 
 HELP = "unsupervised anomaly (lesion) maps with a healthy diffusion prior"
+EXAMPLE = "meddiff detect --method wolleb --input flair.nii.gz --out anomaly.nii.gz"
 
-#: what each method option means (which methods take it, and their defaults, are added)
+#: what each method option means and its type (which methods take it, and their defaults,
+#: are added); the lower bounds are the task's
 OPTIONS = {
     "classifier": (None, "noise-aware classifier, bundled name or NAME.json (default: the "
                          "bundled lesion classifier)"),
-    "t": (float, "noise time 1..T-1 of the partial diffusion (latent: one level instead of "
-                 "its default levels)"),
-    "level": (float, "DDIM encoding level (default T-1 where none is given)"),
-    "scale": (float, "classifier-guidance scale"),
-    "steps": (int, "reverse steps (anoddpm default: every step from t)"),
-    "smooth": (float, "Gaussian smoothing of the map in pixels"),
-    "samples": (int, "reconstructions averaged"),
+    "t": (finite_float, "noise time 1..T-1 of the partial diffusion (latent: one level instead "
+                        "of its default levels)"),
+    "level": (finite_float, "DDIM encoding level (default T-1 where none is given)"),
+    "scale": (bounded_float(None, MAX_SCALE), "classifier-guidance scale"),
+    "steps": (bounded_int(None, MAX_STEPS), "reverse steps (anoddpm default: every step from t)"),
+    "smooth": (bounded_float(None, MAX_SMOOTH_PX), "Gaussian smoothing of the map in pixels"),
+    "samples": (bounded_int(None, MAX_SAMPLES), "reconstructions averaged"),
 }
 
 
@@ -42,7 +46,7 @@ def _applies(option: str, rows: list[dict], method_defaults: dict) -> str:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     d, per_method = defaults(api.detect_file), api.method_defaults("detection")
     rows = [m for m in api.method_rows() if m["family"] == "detection" and m["kind"] != "modifier"]
-    p = subparsers.add_parser("detect", help=HELP)
+    p = subparsers.add_parser("detect", help=HELP, description=HELP, epilog=example(EXAMPLE))
     p.add_argument("--method", required=True, choices=api.method_choices("detection"),
                    help="; ".join(f"{m['method']}: {m['summary']}" for m in rows))
     p.add_argument("--input", required=True, help="NIfTI, DICOM file/folder, PNG, TIFF or NPY")
@@ -57,10 +61,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     for option, (kind, text) in OPTIONS.items():
         p.add_argument(f"--{option}", type=kind, default=d[option],
                        help=text + _applies(option, rows, per_method))
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--batch-size", type=bounded_int(None, MAX_BATCH), default=d["batch_size"],
+                   help="slices per network batch (the stochastic methods' results depend on it)")
     p.add_argument("--resize", action="store_true",
-                   help="resample slices to the model's training size and back (default: run "
-                        "on the file's own grid)")
+                   help="resample slices to the model's training size and back (otherwise "
+                        "they run on the file's own grid)")
+    overwrite_option(p)
     common_options(p, json_flag=True)
     p.set_defaults(run=run)
     return p

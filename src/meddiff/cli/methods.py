@@ -6,14 +6,15 @@ import argparse
 import json
 
 from meddiff import api
-from meddiff.cli.common import common_options, print_table
+from meddiff.cli.common import common_options, example, print_table
 
 HELP = "the 27 systems and what runs today"
+EXAMPLE = "meddiff methods --json"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    t = subparsers.add_parser("methods", help=HELP)
-    common_options(t, json_flag=True)
+    t = subparsers.add_parser("methods", help=HELP, description=HELP, epilog=example(EXAMPLE))
+    common_options(t, device=False, seed=False, json_flag=True)
     t.set_defaults(run=run)
     return t
 

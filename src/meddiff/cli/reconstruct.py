@@ -5,7 +5,8 @@ An image file (NIfTI, DICOM, PNG, TIFF, NPY) is the ground truth of a simulated 
 fastMRI-style k-space, reconstructed as it is when undersampled or undersampled retrospectively
 when fully sampled. Writes the reconstruction NIfTI, ``<out>_std.nii.gz`` for methods with an
 uncertainty map and a PNG panel, and prints PSNR / SSIM / NMSE against the reference when there
-is one. Every check runs before anything is written.
+is one. Every check runs before anything is written; existing outputs are replaced only with
+``--overwrite``.
 
 Diffusion methods are self-checked unless ``--no-self-check``: a tenth of the measured k-space
 lines (CT: views) is held out, the diffusion method and CS-TV reconstruct from the rest, and the
@@ -19,52 +20,63 @@ import argparse
 import json
 
 from meddiff import api
-from meddiff.cli.common import call, common_options, defaults, print_table
+from meddiff.cli.common import (MAX_ACCELERATION, MAX_COILS, MAX_NOISE_STD, MAX_STEPS,
+                                MAX_VIEWS, bounded_float, bounded_int, call, common_options,
+                                defaults, example, finite_float, overwrite_option, print_table)
 
 HELP = ("reconstruct undersampled MRI (simulated or fastMRI k-space) or sparse-view / low-dose "
         "CT (simulated) with a diffusion prior")
+EXAMPLE = ("meddiff reconstruct --input t1.nii.gz --method score-mri --acceleration 4 "
+           "--out recon.nii.gz")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     d, t = defaults(api.reconstruct_file), api.reconstruction_defaults()
     rows = [m for m in api.method_rows() if m["family"] == "reconstruction"]
-    r = subparsers.add_parser("reconstruct", help=HELP)
+    r = subparsers.add_parser("reconstruct", help=HELP, description=HELP,
+                              epilog=example(EXAMPLE))
     r.add_argument("--input", required=True,
                    help="ground-truth image (NIfTI, DICOM, PNG, TIFF, NPY) for a simulated "
                         "acquisition, or fastMRI-style k-space (.h5)")
-    r.add_argument("--modality", default=d["modality"], choices=("mri", "ct"))
+    r.add_argument("--modality", default=d["modality"], choices=("mri", "ct"),
+                   help="what the image file is the ground truth of (k-space input is MRI)")
     r.add_argument("--method", default=d["method"], choices=api.method_choices("reconstruction"),
                    help="diffusion method or baseline (what each does: 'meddiff methods')")
     r.add_argument("--mask", default=d["mask"], choices=t["masks"],
                    help=f"MRI sampling mask (default {d['mask']} 1D columns)")
-    r.add_argument("--acceleration", type=float, default=d["acceleration"],
+    r.add_argument("--acceleration", type=bounded_float(None, MAX_ACCELERATION),
+                   default=d["acceleration"],
                    help=f"MRI acceleration R >= 1 (default {t['acceleration']:g}; not for "
                         "k-space that is already undersampled)")
-    r.add_argument("--coils", type=int, default=d["coils"], help="simulated MRI receive coils")
+    r.add_argument("--coils", type=bounded_int(None, MAX_COILS), default=d["coils"],
+                   help="simulated MRI receive coils")
     r.add_argument("--coil-mode", default=d["coil_mode"], choices=("sense", "coil-by-coil"),
                    help="multi-coil MRI: one image through the coil maps (SENSE), or every coil "
                         "image separately + root-sum-of-squares (score-MRI's coil-by-coil)")
-    r.add_argument("--noise-std", type=float, default=d["noise_std"],
+    r.add_argument("--noise-std", type=bounded_float(None, MAX_NOISE_STD),
+                   default=d["noise_std"],
                    help="simulated MRI k-space noise std (image-space units)")
-    r.add_argument("--views", type=int, default=d["views"],
+    r.add_argument("--views", type=bounded_int(None, MAX_VIEWS), default=d["views"],
                    help=f"CT view angles over 180 degrees (default {t['views']})")
-    r.add_argument("--dose", type=float, default=d["dose"],
+    r.add_argument("--dose", type=bounded_float(None, 1.0), default=d["dose"],
                    help="CT dose as a fraction of full dose (Poisson counts; default noiseless)")
-    r.add_argument("--steps", type=int, default=d["steps"], help="reverse diffusion steps")
-    r.add_argument("--t0", type=float, default=d["t0"],
-                   help="CCDF warm start: start at this diffusion time (0..T-1) from --init")
+    r.add_argument("--steps", type=bounded_int(None, MAX_STEPS), default=d["steps"],
+                   help="reverse diffusion steps")
+    r.add_argument("--t0", type=finite_float, default=d["t0"],
+                   help="CCDF warm start: start at this diffusion time (0..T-1) from --init "
+                        "(default: none, the full reverse process from noise)")
     r.add_argument("--init", default=d["init"],
                    choices=[m["method"] for m in rows if m["kind"] == "baseline"],
                    help="warm-start image (default zero-filled for MRI, fbp for CT)")
-    r.add_argument("--cs-lam", type=float, default=d["cs_lam"],
+    r.add_argument("--cs-lam", type=finite_float, default=d["cs_lam"],
                    help="CS-TV weight relative to ||A||^2 (method cs, --init cs; default "
                         f"{t['cs_lam']['mri']:g} MRI, {t['cs_lam']['ct']:g} CT)")
     r.add_argument("--model", default=d["model"],
                    help="bundled name, NAME.json, or run dir (default: "
                         + ", ".join(f"{v} for {k}" for k, v in t["models"].items()) + ")")
     r.add_argument("--resize", action="store_true",
-                   help="resample slices to the model's training size and back (default: run "
-                        "on the file's own grid)")
+                   help="resample slices to the model's training size and back (otherwise "
+                        "they run on the file's own grid)")
     r.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz); a PNG panel and, for methods with an "
                         "uncertainty map, <out>_std.nii.gz are written beside it")
@@ -74,6 +86,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "10%% of the measured lines / views are held out, the method and CS-TV "
                         "are scored on predicting them and the output is their best blend; "
                         "costs two extra runs)")
+    overwrite_option(r)
     common_options(r, json_flag=True)
     r.set_defaults(run=run)
     return r

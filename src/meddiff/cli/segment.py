@@ -10,7 +10,8 @@ mask DDPM (G2, Wolleb et al. 2022, MIDL) and writes
 - ``<OUT>.png``: image / mean-mask overlay / variance of the middle slice.
 
 Every check (options, output name, input file, model) runs before anything is written; each
-file is written atomically.
+file is written atomically, the three together; existing outputs are replaced only with
+``--overwrite``.
 """
 from __future__ import annotations
 
@@ -18,37 +19,40 @@ import argparse
 import json
 
 from meddiff import api
-from meddiff.cli.common import call, common_options, defaults
+from meddiff.cli.common import (MAX_BATCH, MAX_SAMPLES, MAX_STEPS, bounded_int, call,
+                                common_options, defaults, example, overwrite_option)
 
 HELP = "segment lesions with a diffusion ensemble: mean mask, variance map, PNG overlay"
+EXAMPLE = "meddiff segment --input flair.nii.gz --samples 8 --out lesion.nii.gz"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     d = defaults(api.segment_file)
     rows = [m for m in api.method_rows() if m["family"] == "segmentation"]
-    s = subparsers.add_parser("segment", help=HELP)
+    s = subparsers.add_parser("segment", help=HELP, description=HELP, epilog=example(EXAMPLE))
     s.add_argument("--method", default=d["method"], choices=api.method_choices("segmentation"),
                    help="; ".join(f"{m['method']}: {m['summary']}" for m in rows))
     s.add_argument("--input", required=True, help="image (NIfTI, DICOM, PNG, TIFF, NPY); "
                                                   "T2w or FLAIR brain MRI")
-    s.add_argument("--samples", type=int, default=d["samples"],
-                   help=f"masks sampled per slice (default {d['samples']})")
-    s.add_argument("--steps", type=int, default=d["steps"],
-                   help=f"reverse diffusion steps per sample (default {d['steps']})")
-    s.add_argument("--sampler", default=d["sampler"], choices=("ddpm", "ddim"))
+    s.add_argument("--samples", type=bounded_int(None, MAX_SAMPLES), default=d["samples"],
+                   help="masks sampled per slice")
+    s.add_argument("--steps", type=bounded_int(None, MAX_STEPS), default=d["steps"],
+                   help="reverse diffusion steps per sample")
+    s.add_argument("--sampler", default=d["sampler"], choices=("ddpm", "ddim"),
+                   help="the reverse process of each sample")
     s.add_argument("--model", default=d["model"],
                    help="NAME.json or run dir of the method's network (default: "
                         + ", ".join(f"{m['default_model']} for {m['method']}" for m in rows)
                         + ")")
-    s.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help=f"network rows per batch (ensemble: slice x sample; default "
-                        f"{d['batch_size']})")
+    s.add_argument("--batch-size", type=bounded_int(None, MAX_BATCH), default=d["batch_size"],
+                   help="network rows per batch (ensemble: slice x sample)")
     s.add_argument("--resize", action="store_true",
-                   help="resample slices to the model's training size and back (default: run "
-                        "on the file's own grid)")
+                   help="resample slices to the model's training size and back (otherwise "
+                        "they run on the file's own grid)")
     s.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz) of the mean mask; <out>_var.nii.gz and "
                         "<out>.png are written beside it")
+    overwrite_option(s)
     common_options(s, json_flag=True)
     s.set_defaults(run=run)
     return s

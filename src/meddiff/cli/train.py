@@ -9,17 +9,23 @@ import argparse
 import json
 
 from meddiff import api
+from meddiff.cli.common import MAX_SEED, bounded_int, example
 
 HELP = "train a model from a YAML run config (resumes by default)"
+EXAMPLE = "meddiff train configs/brain-prior-64.yaml --device cpu"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    r = subparsers.add_parser("train", help=HELP)
-    r.add_argument("config")
-    r.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
-    r.add_argument("--device", default="auto", choices=api.DEVICE_CHOICES)
-    r.add_argument("--seed", type=int, default=None, help="override train.seed")
-    r.add_argument("--json", action="store_true")
+    r = subparsers.add_parser("train", help=HELP, description=HELP, epilog=example(EXAMPLE))
+    r.add_argument("config", help="YAML run config (sections objective, model, data, train, "
+                                  "card; see configs/)")
+    r.add_argument("--restart", action="store_true",
+                   help="ignore existing checkpoints in train.out_dir (otherwise it resumes)")
+    r.add_argument("--device", default="auto", choices=api.DEVICE_CHOICES,
+                   help="where to train: auto = CUDA if available, else the CPU")
+    r.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=None,
+                   help="random seed (default: the config's train.seed)")
+    r.add_argument("--json", action="store_true", help="print the training summary as JSON")
     r.set_defaults(run=run)
     return r
 

@@ -1,16 +1,27 @@
 """Checks shared by meddiff's file readers and writers, and the one-line errors they raise.
 
 Every user-causable problem with a file (unreadable, wrong dtype, NaN / Inf, empty, wrong
-dimensionality) becomes :class:`meddiff.errors.InputError` with exactly one line
-``<path>: <problem>``; third-party exceptions are folded into that line, never re-raised.
+dimensionality, a declared size beyond the memory budget, nothing to process) becomes
+:class:`meddiff.errors.InputError` with exactly one line ``<path>: <problem>``; third-party
+exceptions are folded into that line, never re-raised.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from meddiff.errors import InputError
+
+#: the most values an image file may declare: 512^3 (0.5 GiB as float32), checked on the header
+#: before any data is read (:func:`check_declared`)
+MAX_VOXELS = 512 ** 3
+#: the most complex values a k-space file may declare for one read: 2^28 (2 GiB as complex64;
+#: a fastMRI multi-coil volume holds about 10^8)
+MAX_KSPACE_VALUES = 2 ** 28
+#: the smallest in-plane side an image a task processes may have (:func:`check_content`)
+MIN_SIDE = 8
 
 
 def input_error(path: str | Path, problem: str) -> InputError:
@@ -63,3 +74,38 @@ def real_array(path: str | Path, arr: np.ndarray) -> np.ndarray:
         if overflow:
             raise input_error(path, f"{overflow} value(s) exceed the float32 range")
     return out
+
+
+def check_declared(path: str | Path, shape: tuple[int, ...], itemsize: int,
+                   budget: int = MAX_VOXELS, available: int | None = None,
+                   what: str = "the header") -> None:
+    """Refuse, from a header alone and before any data is read, a declared array of ``shape``
+    with more than ``budget`` values, or (``available``: the data bytes an uncompressed file
+    holds after its header) more bytes (``itemsize`` each) than the file holds; ``what``
+    names the declaring part in the message."""
+    dims = [int(n) for n in shape]
+    values = math.prod(dims)
+    sides = "x".join(str(n) for n in dims) or "scalar"
+    if any(n < 0 for n in dims):
+        raise input_error(path, f"{what} declares a negative array size ({sides})")
+    if values > budget:
+        raise input_error(path, f"{what} declares a {sides} array ({values:,} values), more "
+                                f"than meddiff reads at once ({budget:,}); crop or "
+                                "downsample it first")
+    if available is not None and values * itemsize > available:
+        raise input_error(path, f"truncated: {what} declares {values * itemsize:,} bytes of "
+                                f"data ({sides}), the file holds {max(available, 0):,}")
+
+
+def check_content(path: str | Path, slices: np.ndarray) -> None:
+    """Refuse 2D slices (N, H, W) that leave a task nothing to process: an in-plane side below
+    :data:`MIN_SIDE`, or every value the same (an all-zero or constant image, which a prior
+    would fill with invented content)."""
+    h, w = slices.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise input_error(path, f"the image is {h}x{w} pixels; meddiff needs at least "
+                                f"{MIN_SIDE} on each in-plane side")
+    low, high = float(slices.min()), float(slices.max())
+    if low == high:
+        raise input_error(path, f"the image is constant (all values {low:g}): nothing to "
+                                "denoise, reconstruct, detect or segment")

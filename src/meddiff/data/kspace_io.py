@@ -21,7 +21,8 @@ from typing import IO
 import h5py
 import numpy as np
 
-from meddiff.data.checks import check_values, input_error, library_error, real_array
+from meddiff.data.checks import (MAX_KSPACE_VALUES, check_declared, check_values, input_error,
+                                 library_error, real_array)
 from meddiff.data.writers import atomic_write
 from meddiff.errors import InputError
 
@@ -52,12 +53,18 @@ class KSpace:
 
 
 def _dataset(path: Path, h5: h5py.File, name: str, sel: tuple = ()) -> np.ndarray | None:
-    """Dataset ``name`` (rows ``sel`` only, read on disk) as an array, None when absent."""
+    """Dataset ``name`` (rows ``sel`` only, read on disk) as an array, None when absent; the
+    declared size of what is read is checked against the budget first."""
     if name not in h5:
         return None
     obj = h5[name]
     if not isinstance(obj, h5py.Dataset):
         raise input_error(path, f"HDF5 entry {name!r} is a group, expected a dataset")
+    shape = obj.shape or ()
+    if sel and shape:
+        shape = (len(range(*sel[0].indices(shape[0]))), *shape[1:])
+    check_declared(path, shape, obj.dtype.itemsize, MAX_KSPACE_VALUES,
+                   what=f"the HDF5 dataset {name!r}")
     return np.asarray(obj[sel] if sel else obj[()])
 
 

@@ -9,14 +9,20 @@ convention). Formats without geometry (PNG, TIFF, NPY) get an identity affine an
 
 Every user-causable problem (missing file, unreadable or truncated file, unknown type, wrong
 dimensionality, NaN / Inf, empty or pickled arrays) raises :class:`meddiff.errors.InputError` with
-one line ``<path>: <problem>`` (:mod:`meddiff.data.checks`). fastMRI k-space files are read by
-:func:`meddiff.data.kspace_io.load_kspace`; writers live in :mod:`meddiff.data.writers`.
+one line ``<path>: <problem>`` (:mod:`meddiff.data.checks`). Memory: the NIfTI, PNG, TIFF and NPY
+readers check the array their header declares against
+:data:`~meddiff.data.checks.MAX_VOXELS` (and, for uncompressed NIfTI / NPY, against the file's
+size) before reading any data, so a small file declaring a huge array is refused at once;
+library log warnings are silenced while reading (a real problem is the InputError). fastMRI
+k-space files are read by :func:`meddiff.data.kspace_io.load_kspace`; writers live in
+:mod:`meddiff.data.writers`.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,8 +32,8 @@ import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
-from meddiff.data.checks import (check_image_dims, check_values, input_error, library_error,
-                                 real_array)
+from meddiff.data.checks import (check_declared, check_image_dims, check_values, input_error,
+                                 library_error, real_array)
 from meddiff.data.dicom import LUMA, Decoded, read_dicom_file, read_dicom_series
 from meddiff.errors import InputError
 
@@ -81,35 +87,69 @@ def _flat(arr: np.ndarray, notes: list[str]) -> Decoded:
 # format readers
 
 
-def _read_nifti(path: Path) -> Decoded:
-    """NIfTI-1/2 via nibabel; trailing singleton axes beyond 3D dropped, true 4D refused."""
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Silence a library's log warnings while reading; problems surface as InputError instead."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR + 1)
     try:
-        img = nib.load(path)
-        kind = img.get_data_dtype().kind
-        if kind not in "biuf":
-            raise input_error(path, f"NIfTI data type {img.get_data_dtype()} is not a real scalar")
-        shape = img.shape
-        keep = len(shape)
-        while keep > 3 and shape[keep - 1] == 1:
-            keep -= 1
-        if keep > 3:
-            raise input_error(path, f"{len(shape)}D NIfTI of shape {shape} (time series or "
-                                    "channels); extract one 3D volume first")
-        arr = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape[:keep])
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:keep])
-        affine = np.asarray(img.affine, dtype=np.float64)
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _nifti_size(path: Path, img) -> None:
+    """The header's declared data against the memory budget and, for an uncompressed file,
+    against the bytes it holds after its data offset."""
+    available = None
+    if not path.name.lower().endswith(".gz"):
+        available = path.stat().st_size - int(img.header.get_data_offset())
+    check_declared(path, img.shape, img.get_data_dtype().itemsize, available=available,
+                   what="the NIfTI header")
+
+
+def _decode_nifti(path: Path) -> Decoded:
+    """The NIfTI file's array after the dtype, declared-size and dimension checks."""
+    img = nib.load(path)
+    if img.get_data_dtype().kind not in "biuf":
+        raise input_error(path, f"NIfTI data type {img.get_data_dtype()} is not a real scalar")
+    _nifti_size(path, img)
+    shape = img.shape
+    keep = len(shape)
+    while keep > 3 and shape[keep - 1] == 1:
+        keep -= 1
+    if keep > 3:
+        raise input_error(path, f"{len(shape)}D NIfTI of shape {shape} (time series or "
+                                "channels); extract one 3D volume first")
+    arr = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape[:keep])
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:keep])
+    return Decoded(arr, np.asarray(img.affine, dtype=np.float64), zooms, {}, ())
+
+
+def _read_nifti(path: Path) -> Decoded:
+    """NIfTI-1/2 via nibabel (its log warnings silenced); trailing singleton axes beyond 3D
+    dropped, true 4D refused; the declared size is checked before the data are read."""
+    try:
+        with _quiet("nibabel"):
+            return _decode_nifti(path)
     except InputError:
         raise
     except Exception as exc:  # nibabel / gzip / zlib / mmap raise many unrelated types
         raise library_error(path, "unreadable or truncated NIfTI file", exc) from None
-    return Decoded(arr, affine, zooms, {}, ())
 
 
 def _read_png(path: Path) -> Decoded:
-    """PNG (any bit depth) via Pillow; colour is folded to luminance with a note."""
+    """PNG (any bit depth) via Pillow; colour is folded to luminance with a note; the
+    declared size is checked before the pixels are decoded (Pillow's own decompression-bomb
+    warning is replaced by that check)."""
     notes: list[str] = []
     try:
-        with PILImage.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            im = PILImage.open(path)
+        with im:
+            check_declared(path, (im.height, im.width), 1, what="the PNG header")
             im.load()
             mode = im.mode
             if mode == "1":
@@ -117,6 +157,8 @@ def _read_png(path: Path) -> Decoded:
             elif mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
                 im = im.convert("RGBA" if "A" in mode or "transparency" in im.info else "RGB")
             arr = np.asarray(im)
+    except InputError:
+        raise
     except Exception as exc:  # PIL.UnidentifiedImageError, zlib errors, truncated files
         raise library_error(path, "unreadable PNG file", exc) from None
     if arr.ndim == 3:
@@ -133,26 +175,17 @@ def _to_luma(arr: np.ndarray, notes: list[str]) -> np.ndarray:
     return arr[..., :3].astype(np.float64) @ LUMA
 
 
-@contextlib.contextmanager
-def _quiet(logger_name: str):
-    """Silence a library's log warnings while reading; problems surface as InputError instead."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR + 1)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _read_tiff(path: Path) -> Decoded:
     """TIFF via tifffile: 2D image, RGB(A) -> luminance, page stacks -> (H, W, pages)."""
     notes: list[str] = []
     try:
         with _quiet("tifffile"), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            check_declared(path, series.shape, series.dtype.itemsize, what="the TIFF header")
             arr, axes = series.asarray(), series.axes
             rgb = tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+    except InputError:
+        raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error ...
         raise library_error(path, "unreadable TIFF file", exc) from None
     if rgb and "S" in axes:
@@ -166,10 +199,31 @@ def _read_tiff(path: Path) -> Decoded:
     return _flat(arr, notes)
 
 
+def _npy_size(path: Path) -> None:
+    """An NPY header's declared array against the memory budget and the file's size (format
+    versions 1 and 2; other versions and non-NPY files are left to numpy)."""
+    fmt = np.lib.format
+    with path.open("rb") as fh:
+        if fh.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+            return
+        fh.seek(0)
+        read = {(1, 0): fmt.read_array_header_1_0,
+                (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(fh))
+        if read is None:
+            return
+        shape, _, dtype = read(fh)
+        available = path.stat().st_size - fh.tell()
+    check_declared(path, shape, dtype.itemsize, what="the NPY header",
+                   available=None if dtype.hasobject else available)
+
+
 def _read_npy(path: Path) -> Decoded:
-    """NPY without pickle; object arrays are refused."""
+    """NPY without pickle; object arrays are refused; the declared size is checked first."""
     try:
+        _npy_size(path)
         arr = np.load(path, allow_pickle=False)
+    except InputError:
+        raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise input_error(path, "NPY holds a pickled/object array; refused "

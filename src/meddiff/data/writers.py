@@ -3,7 +3,9 @@
 :func:`atomic_write` is the one way meddiff writes a file (images, k-space, figures, JSON,
 model weights): the bytes go to a temporary file in the target directory which is flushed,
 fsync'ed and then moved over the target with ``os.replace`` (atomic on POSIX and Windows), so
-a failure never leaves a partial file and never damages an existing one.
+a failure never leaves a partial file and never damages an existing one. Inside
+:func:`all_or_nothing` the moves wait until every file of the block is written, so a task's
+outputs appear together or not at all.
 
 Image writers (:func:`save_nifti`, :func:`save_png`, :func:`save_npy`) take real arrays with
 values in any range (no normalisation except the PNG window); they refuse empty arrays, NaN /
@@ -19,8 +21,9 @@ import contextlib
 import gzip
 import os
 import secrets
+from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 import numpy as np
 
@@ -28,10 +31,42 @@ from meddiff.data.checks import (check_real, check_values, input_error, library_
                                  real_array)
 
 
+#: the (temporary, target) pairs of the innermost :func:`all_or_nothing` block, None outside
+_STAGED: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("staged", default=None)
+
+
 def _discard(tmp: Path) -> None:
     """Remove a temporary file if it exists (its directory may not)."""
     with contextlib.suppress(OSError):
         tmp.unlink()
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """A block whose :func:`atomic_write` files appear together: each stays under its
+    temporary name until the block ends; then all are moved to their targets, or, when the
+    block raises, all are removed and no target is touched. Nested blocks join the outer one.
+    Usable as a decorator (a task's ``write_outputs``)."""
+    if _STAGED.get() is not None:
+        yield
+        return
+    staged: list[tuple[Path, Path]] = []
+    token = _STAGED.set(staged)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in staged:
+            _discard(tmp)
+        raise
+    finally:
+        _STAGED.reset(token)
+    for k, (tmp, path) in enumerate(staged):
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            for rest, _ in staged[k:]:
+                _discard(rest)
+            raise library_error(path, "cannot write file", exc) from None
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None]) -> Path:
@@ -41,8 +76,8 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None])
     callers may also seek). Parent directories are created; the file gets the usual permissions
     (0o666 minus the umask). On any failure the temp file ``.<name>.<random>.tmp`` is removed
     and an existing target is left untouched; OS errors become a one-line InputError
-    ``<path>: cannot write file (<reason>)``, other exceptions propagate unchanged.
-    Returns ``Path(path)``.
+    ``<path>: cannot write file (<reason>)``, other exceptions propagate unchanged. Inside
+    :func:`all_or_nothing` the move waits for the end of the block. Returns ``Path(path)``.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -53,7 +88,11 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None])
             write_fn(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        staged = _STAGED.get()
+        if staged is None:
+            os.replace(tmp, path)
+        else:
+            staged.append((tmp, path))
     except OSError as exc:
         _discard(tmp)
         raise library_error(path, "cannot write file", exc) from None

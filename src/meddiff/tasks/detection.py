@@ -28,13 +28,14 @@ import torch
 from tqdm.auto import tqdm
 
 from meddiff.data.intensity import from_model, to_model
-from meddiff.data.writers import save_nifti
+from meddiff.data.writers import all_or_nothing, save_nifti
 from meddiff.errors import InputError
 from meddiff.methods import registry
 from meddiff.methods.detection.interface import AnomalyResult
 from meddiff.methods.detection.latent import LatentCodec, LatentDetector
 from meddiff.tasks.inputs import load_model, read_slices
-from meddiff.tasks.outputs import Grid, detection_panels, output_paths, to_file_grid
+from meddiff.tasks.outputs import (Grid, check_outputs, detection_panels, output_paths,
+                                  to_file_grid)
 from meddiff.zoo.catalogue import bundled, read_document, resolve
 from meddiff.zoo.store import LoadedModel, load
 
@@ -237,6 +238,7 @@ def detect(runner: Runner, images01: torch.Tensor, options: DetectOptions,
 
 
 # ------------------------------------------------------------------------------ outputs
+@all_or_nothing()
 def write_outputs(out_path: str | Path, det: Detection, slices, method: str) -> list[Path]:
     """``det`` without the padding of ``slices`` (:meth:`Grid.crop`). Write the map NIfTI (file grid, affine of the input, values kept), the healthy
     reconstruction NIfTI (file intensity units), a PNG panel input / reconstruction / map and
@@ -253,13 +255,15 @@ def write_outputs(out_path: str | Path, det: Detection, slices, method: str) -> 
 
 def detect_file(input, out, *, method, model=None, classifier=None, t=None, level=None,
                 scale=None, steps=None, smooth=None, samples=None, batch_size=16, resize=False,
-                device="auto", seed=0, progress=False) -> dict:
+                device="auto", seed=0, progress=False, overwrite=False) -> dict:
     """``meddiff detect``: anomaly maps of every slice of an image file (NIfTI, DICOM, PNG,
     TIFF, NPY) with a registered detection method. Writes the map ``out`` (the file's grid and
     affine), ``<out>_healthy`` (the healthy reconstruction, file units), ``<out>.png`` and
     ``<out>_overlay.png``. The slices keep the file's grid (``resize``: resampled to the
     models' training size and back) and go through the networks ``batch_size`` at a time
-    (``progress``: a bar over the batches). Every check runs before anything is written.
+    (``progress``: a bar over the batches). Every check runs before anything is written;
+    existing outputs are replaced only with ``overwrite``, an input never
+    (:func:`~meddiff.tasks.outputs.check_outputs`); the files appear together or not at all.
 
     Returns ``{"method", "models", "slices", "nfe", "seconds", "seconds_per_slice", "map_max",
     "outputs"}``.
@@ -268,7 +272,7 @@ def detect_file(input, out, *, method, model=None, classifier=None, t=None, leve
                          level=level, scale=scale, steps=steps, smooth=smooth, samples=samples,
                          batch_size=batch_size)
     check_options(method, opts)
-    output_paths(out, *OUTPUT_SUFFIXES)
+    check_outputs(output_paths(out, *OUTPUT_SUFFIXES), [input], overwrite)
     if not Path(str(input)).exists():
         raise InputError(f"{input}: no such file or folder")
     runner = prepare(method, opts)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from meddiff.data.checks import check_content
 from meddiff.data.intensity import normalize_percentile
 from meddiff.data.readers import Image, load_image
 from meddiff.data.slicing import to_2d_slices
@@ -113,10 +114,12 @@ def read_slices(path: str | os.PathLike, size: int, resize: bool = False,
     windowed prior) gets a warning (:func:`check_size`).
     ``resize=True`` resamples them to ``size`` x ``size`` instead (bilinear, antialiased;
     :meth:`Slices.restore` resamples results back to the file's grid). Volumes are sliced
-    along their last axis.
+    along their last axis. A constant file or slices under 8 px a side are a one-line
+    InputError (:func:`~meddiff.data.checks.check_content`).
     """
     image = load_image(path)
     arr = to_2d_slices(image, axis=-1)
+    check_content(path, arr)  # constant or tiny: nothing to process
     if normalize:
         arr, window = normalize_percentile(arr)
     else:

@@ -2,18 +2,23 @@
 PNG panels.
 
 - :func:`output_paths`: the one parser of ``--out`` (a NIfTI name) and the files beside it;
+- :func:`check_outputs`: what every task checks about its outputs before any work: distinct
+  names, never an input, no existing file replaced without ``overwrite``, a writable folder;
 - :class:`Grid` + :func:`to_file_grid`: the one way slices (N, 1, S, S) go back onto the
   file's grid (padding cropped, bilinear when they were resampled) and, optionally, its
   intensity units; :meth:`Grid.crop` drops the padding of results (metrics, panels);
 - ``*_panel``: the figures of the reconstruction, detection and segmentation tasks (public
   helpers of :mod:`meddiff.eval.figures`).
 
-Every file is written atomically (:mod:`meddiff.data.writers`, :mod:`meddiff.eval.figures`).
+Every file is written atomically (:mod:`meddiff.data.writers`, :mod:`meddiff.eval.figures`),
+and a task's files together (:func:`meddiff.data.writers.all_or_nothing`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -38,6 +43,55 @@ def output_paths(out: str | Path, *suffixes: str) -> tuple[Path, ...]:
         raise InputError(f"{out}: the output must be a NIfTI file name (.nii or .nii.gz)")
     stem, ending = out.name[:-len(nifti)], out.name[-len(nifti):]
     return (out, *(out.with_name(stem + s + ("" if "." in s else ending)) for s in suffixes))
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (resolved links, or one existing file twice)."""
+    if os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b)):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def _check_folder(path: Path) -> None:
+    """The folder of ``path`` exists or can be created, and is writable."""
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{path}: cannot create its folder ({folder} is a file)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: the folder {folder} is not writable")
+
+
+def check_outputs(paths: Iterable[str | os.PathLike], inputs: Iterable = (),
+                  overwrite: bool = False) -> tuple[Path, ...]:
+    """Check the files a task will write, before it does any work; returns them as paths.
+
+    One-line InputError when two outputs share a name, when an output is one of ``inputs``
+    (refused even with ``overwrite``: the result would replace its source), when an output
+    is a folder, when an output exists and ``overwrite`` is false, or when its folder cannot
+    be created or written. Nothing is created here.
+    """
+    outs = tuple(Path(p) for p in paths)
+    sources = [Path(p) for p in inputs if p is not None]
+    for k, out in enumerate(outs):
+        clash = next((o for o in outs[:k] if _same(o, out)), None)
+        if clash is not None:
+            raise InputError(f"{out}: two outputs would be written to the same file ({clash}); "
+                             "choose another --out")
+        source = next((p for p in sources if _same(p, out)), None)
+        if source is not None:
+            raise InputError(f"{out}: an output would replace the input {source}; "
+                             "choose another --out")
+        if out.is_dir():
+            raise InputError(f"{out}: is a folder, not a file name")
+        if out.exists() and not overwrite:
+            raise InputError(f"{out}: exists; pass --overwrite to replace it")
+        _check_folder(out)
+    return outs
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 from meddiff.core.noise import get_noise
 from meddiff.core.samplers import SAMPLERS, default_spacing, generate, get_sampler
 from meddiff.data.intensity import from_model, image_space, to_model
-from meddiff.data.writers import save_nifti
+from meddiff.data.writers import all_or_nothing, save_nifti
 from meddiff.errors import ConfigError
 from meddiff.eval.figures import save_grid, save_panel
 from meddiff.tasks.inputs import DEFAULT_MODEL, check_size, load_model, read_slices
-from meddiff.tasks.outputs import Grid, to_file_grid
+from meddiff.tasks.outputs import Grid, check_outputs, output_paths, to_file_grid
 from meddiff.zoo.store import LoadedModel
 
 DenoiseMethod = Literal["tweedie", "ddim", "ddpm"]
@@ -131,24 +131,29 @@ def _denoise_batch(den, x_t: torch.Tensor, t0: float, method: str, steps: int, s
     return from_model(torch.stack(runs).mean(0)).clamp(0, 1).cpu()
 
 
+@all_or_nothing()
 def sample_files(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODEL, n: int = 16,
                  sampler: str = "ddim", steps: int = 50, eta: float = 0.0, batch_size: int = 16,
                  device: str = "auto", seed: int = 0, progress: bool = False,
-                 size: int | None = None) -> dict:
+                 size: int | None = None, overwrite: bool = False) -> dict:
     """Draw ``n`` samples of ``model`` (``size`` px, default its training size) and write
     ``out_dir/samples.png`` (a grid; middle slices for a 3D model; magnitude for a complex one)
     and one NIfTI ``sample_###.nii.gz`` each.
 
     Returns ``{"model", "n", "sampler", "steps", "seed", "grid", "volumes", "files"}``
     (``volumes``: the model is 3D; ``files``: the NIfTI paths). Nothing is written before the
-    model is loaded and the samples are drawn.
+    model is loaded and the samples are drawn; existing files are replaced only with
+    ``overwrite`` (checked first, :func:`~meddiff.tasks.outputs.check_outputs`), and the files
+    appear together or not at all.
     """
+    out = Path(out_dir)
+    check_outputs([out / "samples.png", *(out / f"sample_{i:03d}.nii.gz" for i in range(n))],
+                  overwrite=overwrite)
     loaded = load_model(model, device=device)
     images = sample(loaded, n=n, sampler=sampler, steps=steps, seed=seed, eta=eta,
                     batch_size=batch_size, progress=progress, size=size)
     if loaded.spec.intensity == "complex":  # (real, imag) channels -> magnitude in [0, 1]
         images = images.norm(dim=1, keepdim=True).clamp(0, 1)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     volumes = images.ndim == 5
     shown = images[:, :, :, :, images.shape[-1] // 2] if volumes else images
@@ -160,32 +165,35 @@ def sample_files(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_
             "grid": str(grid), "volumes": volumes, "files": files}
 
 
+@all_or_nothing()
 def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float,
                  method: DenoiseMethod = "tweedie", steps: int = 20,
                  model: str | os.PathLike = DEFAULT_MODEL, resize: bool = False,
                  device: str = "auto", seed: int = 0, batch_size: int = 16,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, overwrite: bool = False) -> dict:
     """Denoise every 2D slice of ``input`` (NIfTI, DICOM, PNG, TIFF, NPY; percentile-normalised
     to [0, 1]) with :func:`denoise` and write ``out`` (NIfTI, the input's units, grid and affine)
-    and a PNG panel beside it (``out`` without its suffixes + ``.png``: input / denoised /
+    and a PNG panel beside it (``out`` without its NIfTI ending + ``.png``: input / denoised /
     difference of the middle slice). The slices keep the file's grid (padded to the network's
     divisor and cropped back; ``resize``: resampled
     to the model's training size and back; :func:`~meddiff.tasks.inputs.read_slices`) and go
     through the network ``batch_size`` at a time (``progress``: a bar over the batches).
 
     Returns ``{"model", "method", "sigma", "slices", "outputs": [nifti, png]}``; every check
-    (file, size, sigma, method) happens before anything is written.
+    (output names, file, size, sigma, method) happens before anything is written; existing
+    outputs are replaced only with ``overwrite``, an input never
+    (:func:`~meddiff.tasks.outputs.check_outputs`); both files appear or neither.
     """
+    target, png = check_outputs(output_paths(out, ".png"), [input], overwrite)
     loaded = load_model(model, device=device)
     sl = read_slices(input, loaded.spec.image_size, resize=resize,
                      divisor=loaded.spec.net.divisor, trained=loaded.spec.trained_sizes)
     clean = sl.crop(denoise(loaded, sl.images, sigma, method=method, steps=steps, seed=seed,
                             batch_size=batch_size, progress=progress))
     images = sl.crop(sl.images)
-    target = Path(out)
     mid = len(clean) // 2
     save_nifti(target, to_file_grid(clean, Grid.of(sl), "image"), sl.image.affine)
-    panel = save_panel(target.with_name(target.name.split(".")[0] + ".png"),
+    panel = save_panel(png,
                        [("input", images[mid, 0]), (f"denoised ({method})", clean[mid, 0]),
                         ("|difference|", (clean[mid, 0] - images[mid, 0]).abs())],
                        error_columns=[2], vmin=[0, 0, None], vmax=[1, 1, None])

@@ -47,7 +47,7 @@ import torch
 
 from meddiff.consistency.views import RealView
 from meddiff.data.intensity import image_space, model_space
-from meddiff.data.writers import save_nifti
+from meddiff.data.writers import all_or_nothing, save_nifti
 from meddiff.errors import InputError
 from meddiff.eval.metrics import nmse_batch, psnr_batch, ssim_batch
 from meddiff.methods import registry
@@ -59,7 +59,8 @@ from meddiff.physics.kspace import measurement_from_kspace
 from meddiff.physics.mri import MultiCoilMRI, PhaseModulated, SingleCoilMRI, estimate_phase
 from meddiff.physics.noise import GaussianNoise
 from meddiff.tasks.inputs import check_size, load_model, read_slices
-from meddiff.tasks.outputs import Grid, output_paths, reconstruction_panel, to_file_grid
+from meddiff.tasks.outputs import (Grid, check_outputs, output_paths, reconstruction_panel,
+                                  to_file_grid)
 from meddiff.tasks.selfcheck import checked_run
 from meddiff.zoo.catalogue import bundled
 from meddiff.zoo.store import load
@@ -252,12 +253,14 @@ def metrics(image01: torch.Tensor, reference01: torch.Tensor) -> dict[str, float
             "nmse": float(nmse_batch(image01, reference01).mean())}
 
 
+@all_or_nothing()
 def write_outputs(out_path: str | Path, result: Result, reference01: torch.Tensor | None,
                   baseline01: torch.Tensor, grid: Grid, baseline_name: str = "zero-filled",
                   method: str = "reconstruction") -> dict[str, dict[str, float]]:
     """Write the reconstruction NIfTI (the file's grid and units), the std map
     ``<out>_std.nii[.gz]`` when ``result.std01`` exists, and a PNG panel ``<out>.png`` of the
-    middle slice (reference / baseline / reconstruction / |error|). Every file is atomic.
+    middle slice (reference / baseline / reconstruction / |error|). Every file is atomic, and
+    the files appear together or not at all.
 
     ``reference01`` / ``baseline01``: (N, 1, H, W) in [0, 1]. Returns ``{method: {psnr, ssim,
     nmse}, baseline_name: {...}}`` against the reference (data range 1), or ``{}`` without one.
@@ -347,7 +350,8 @@ def _problem(input: str, spec, kspace: bool, *, modality, mask, acceleration, co
 def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="random",
                      acceleration=None, coils=1, coil_mode="sense", noise_std=0.0, views=None,
                      dose=None, steps=100, t0=None, init=None, cs_lam=None, model=None,
-                     resize=False, device="auto", seed=0, self_check=True) -> dict:
+                     resize=False, device="auto", seed=0, self_check=True,
+                     overwrite=False) -> dict:
     """``meddiff reconstruct``: an image file is the ground truth of a simulated acquisition
     (MRI: undersampled k-space, :func:`~meddiff.physics.acquisition.simulate_mri`; CT:
     sparse-view / low-dose sinogram, :func:`~meddiff.physics.acquisition.simulate_ct`); an
@@ -356,9 +360,10 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     uncertainty map and ``<out>.png``. The acquisition is simulated / read at the file's own
     size (image slices reflect-padded to the network's divisor, the results cropped back;
     ``resize``: image files resampled to the model's training size). Every check runs
-    before anything is written. ``self_check`` (diffusion methods with SENSE / single-coil
-    data): the output is the diffusion result blended with CS-TV by the held-out check of
-    :mod:`meddiff.tasks.selfcheck` (four runs instead of one).
+    before anything is written; existing outputs are replaced only with ``overwrite``, an
+    input never (:func:`~meddiff.tasks.outputs.check_outputs`). ``self_check`` (diffusion
+    methods with SENSE / single-coil data): the output is the diffusion result blended with
+    CS-TV by the held-out check of :mod:`meddiff.tasks.selfcheck` (four runs instead of one).
 
     Returns ``{"method", "nfe", "seconds", "metrics": [{method, psnr, ssim, nmse, nfe,
     seconds}, ...] (empty without a reference), "outputs": [paths]}``, plus ``"self_check"``
@@ -369,6 +374,7 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
                    acceleration=acceleration, coils=coils, coil_mode=coil_mode,
                    noise_std=noise_std, views=views, dose=dose, steps=steps, t0=t0, init=init,
                    seed=seed)
+    check_outputs(output_paths(out, "_std", ".png"), [input], overwrite)
     prior = load_model(model or DEFAULT_MODELS[modality], device=device)
     op, y, ref, grid, view = _problem(str(input), prior.spec, kspace, modality=modality,
                                       mask=mask, acceleration=acceleration, coils=coils,

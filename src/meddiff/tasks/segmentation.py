@@ -22,12 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from meddiff.data.intensity import to_model
-from meddiff.data.writers import save_nifti
+from meddiff.data.writers import all_or_nothing, save_nifti
 from meddiff.errors import InputError
 from meddiff.methods import registry
 from meddiff.methods.segmentation.ensembles import Segmentation, segment
 from meddiff.tasks.inputs import load_model, read_slices
-from meddiff.tasks.outputs import Grid, output_paths, segmentation_panel, to_file_grid
+from meddiff.tasks.outputs import (Grid, check_outputs, output_paths, segmentation_panel,
+                                  to_file_grid)
 from meddiff.zoo.store import LoadedModel, load
 
 OUTPUT_SUFFIXES = ("_var", ".png")
@@ -80,10 +81,11 @@ def _check_options(input: str, out: str, samples, steps, sampler, seed, batch_si
     output_paths(out, *OUTPUT_SUFFIXES)
 
 
+@all_or_nothing()
 def write_outputs(out_path: str | Path, images01: torch.Tensor, result: Segmentation,
                   grid: Grid) -> list[str]:
     """Mean mask, variance map (the file's grid and affine) and the PNG panel of the middle
-    slice; every file atomic."""
+    slice; every file atomic, the three together or none."""
     mean_path, var_path, png_path = output_paths(out_path, *OUTPUT_SUFFIXES)
     save_nifti(mean_path, to_file_grid(result.mean, grid).clip(0.0, 1.0), grid.affine)
     save_nifti(var_path, to_file_grid(result.var, grid).clip(0.0, None), grid.affine)
@@ -115,19 +117,21 @@ def _run(method: str, model, resize: bool, device: str, input: str, samples: int
 
 def segment_file(input, out, *, method="ensemble", samples=8, steps=50, sampler="ddpm",
                  model=None, resize=False, device="auto", seed=0, batch_size=64,
-                 progress=False) -> dict:
+                 progress=False, overwrite=False) -> dict:
     """``meddiff segment`` (module docstring): ``method`` is a registered segmentation method,
     ``ensemble`` (G2) or the baseline ``unet`` (``samples``, ``steps`` and ``sampler`` apply to
     the ensemble only). The slices keep the file's grid (``resize``: resampled to the model's
     training size and back); ``batch_size`` network rows at a time (ensemble: slice x sample;
     ``progress``: a bar over the batches). Every check (options, output name, input file,
-    model) runs before anything is written.
+    model) runs before anything is written; existing outputs are replaced only with
+    ``overwrite``, an input never (:func:`~meddiff.tasks.outputs.check_outputs`).
 
     Returns ``{"method", "samples", "sampler", "steps", "slices", "lesion_pixels",
     "max_variance", "nfe", "seconds", "outputs"}``.
     """
     registry.get("segmentation", method)  # one-line error listing the choices
     _check_options(str(input), str(out), samples, steps, sampler, seed, batch_size)
+    check_outputs(output_paths(out, *OUTPUT_SUFFIXES), [input], overwrite)
     sl, result = _run(method, model, resize, device, str(input), samples, steps, sampler, seed,
                       batch_size, progress)
     result = sl.crop(result)  # the padding to the network's divisor: not part of the file

@@ -5,6 +5,10 @@ A model ``NAME`` is ``NAME.json`` (format, kind, spec, card, weights file, store
 ``NAME.safetensors``; bundled models live flat in ``meddiff/zoo/weights`` with a markdown model
 card ``meddiff/zoo/cards/NAME.md``. A training run's ``out_dir`` holds ``model.json`` of the same
 format and its checkpoints (:mod:`meddiff.zoo.runs`).
+
+:func:`contract` is what a model expects of its input (image size, channels, pixel size,
+orientation, value range): the *Input contract* section of its markdown card, else what its
+spec states.
 """
 from __future__ import annotations
 
@@ -22,6 +26,13 @@ FORMAT = "meddiff-model/2"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CARDS_DIR = Path(__file__).parent / "cards"
 
+#: the entries of a model document, their types, and whether one must be there
+_DOCUMENT = {"format": (str, True), "kind": (str, True), "spec": (dict, True),
+             "weights": (str, True), "card": (dict, False), "dtype": (str, False)}
+#: the section of a markdown card that states the input contract, and its bullet pattern
+CONTRACT_SECTION = "## Input contract"
+NOT_STATED = "not stated by the model's spec"
+
 #: one line per kind for listings
 KIND_SUMMARIES = {
     "diffusion": "diffusion model",
@@ -35,13 +46,20 @@ KIND_SUMMARIES = {
 
 
 def read_document(json_path: Path) -> dict[str, Any]:
-    """The JSON document of a model; one-line InputError when unreadable or not ours."""
+    """The JSON document of a model; one-line InputError when unreadable (truncated, not
+    JSON), not ours (another format) or malformed (an entry of :data:`_DOCUMENT` missing or
+    of the wrong type)."""
     try:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InputError(f"{json_path}: unreadable model document ({err.__class__.__name__})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(f"{json_path}: not a meddiff model (expected format {FORMAT!r})")
+    for key, (kind, required) in _DOCUMENT.items():
+        if (key in doc or required) and not isinstance(doc.get(key), kind):
+            what = "missing" if key not in doc else f"of type {type(doc[key]).__name__}"
+            raise InputError(f"{json_path}: malformed model document ('{key}' is {what}, "
+                             f"expected {kind.__name__})")
     return doc
 
 
@@ -111,3 +129,54 @@ def catalogue() -> list[dict[str, Any]]:
             "dtype": doc.get("dtype", "float32"),
             "card": f"zoo/cards/{md.name}" if md.exists() else ""})
     return rows
+
+
+def _card_contract(md: Path) -> list[tuple[str, str]]:
+    """The ``(what, text)`` bullets of a markdown card's *Input contract* section; [] when the
+    card or the section is missing."""
+    if not md.is_file():
+        return []
+    rows, inside = [], False
+    for line in md.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            inside = line.strip() == CONTRACT_SECTION
+        elif inside and line.startswith("- **") and "**: " in line:
+            what, text = line[len("- **"):].split("**: ", 1)
+            rows.append((what, text))
+    return rows
+
+
+def _spec_contract(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a spec states of the input contract (for a model without a markdown card): its
+    ``data`` entries (``size``, ``pixel_size``, ``orientation``, ``intensity``), else the
+    network's size, channels and intensity, else :data:`NOT_STATED`."""
+    data = {k: str(v) for k, v in (spec.get("data") or {}).items()} \
+        if isinstance(spec.get("data"), dict) else {}
+    net = spec.get("net") if isinstance(spec.get("net"), dict) else {}
+    size = spec.get("image_size", spec.get("size", net.get("image_size")))
+    shape = " x ".join([str(size)] * int(net.get("spatial_dims", 2))) + \
+        (" latent px" if spec.get("autoencoder") else " px") if size else ""
+    ranges = {"unit": "image space [0, 1] -> model space [-1, 1]",
+              "complex": "real and imaginary parts of a complex image of magnitude <= 1"}
+    return [("Image size", data.get("size") or shape or NOT_STATED),
+            ("Channels", str(net.get("in_channels", NOT_STATED))),
+            ("Pixel size", data.get("pixel_size", NOT_STATED)),
+            ("Orientation", data.get("orientation", NOT_STATED)),
+            ("Value range", data.get("intensity") or ranges.get(spec.get("intensity"), NOT_STATED))]
+
+
+def contract(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """What a model (bundled name, ``NAME.json`` or run dir) expects of its input: ``name``,
+    ``kind``, ``summary``, ``contract`` ({what: text} for image size, channels, pixel size,
+    orientation, value range: the *Input contract* section of its markdown card, else what its
+    spec states) and ``card`` (the markdown card's path, or ""). Reads JSON and markdown only."""
+    json_path = resolve(name_or_path)
+    doc = read_document(json_path)
+    bundled_card = CARDS_DIR / f"{json_path.stem}.md"
+    md = bundled_card if json_path.parent == WEIGHTS_DIR else json_path.with_suffix(".md")
+    card = doc.get("card", {})
+    return {"name": str(json_path.parent) if json_path.name == RUN_SPEC else json_path.stem,
+            "kind": doc["kind"],
+            "summary": card.get("summary") or KIND_SUMMARIES.get(doc["kind"], doc["kind"]),
+            "contract": dict(_card_contract(md) or _spec_contract(doc["spec"])),
+            "card": str(md) if md.is_file() else ""}
