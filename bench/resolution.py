@@ -97,10 +97,13 @@ def diffusion_specs(a) -> list[tuple[str, str, int, dict, bool]]:
 
 
 # ------------------------------------------------------------------------------ running
-def add_diffusion(table: Table, priors: dict, specs: list) -> None:
-    """Every prior's diffusion rows (``"method [prior]"``), with ``gain_vs_cs_db``."""
+def add_diffusion(table: Table, priors: dict, specs: list, skip: tuple = ()) -> None:
+    """Every prior's diffusion rows (``"method [prior]"``), with ``gain_vs_cs_db``; priors
+    whose label is in ``skip`` are left out."""
     cs = next(r for r in table.rows if r["method"] == "CS-TV")["psnr"]
     for label, model in priors.items():
+        if label in skip:
+            continue
         for name, method, steps, opts, warm in specs:
             kw = {"steps": steps, **opts}
             setting = f"{steps} steps {opts}" if opts else f"{steps} steps"
@@ -126,8 +129,9 @@ def run_size(size: int, priors: dict, specs: list, a, setting: dict = SETTING
     lam = tune_cs(setting, val, a)
     table = Table(None, setting, test, a)
     table.baselines(lam)
-    add_diffusion(table, priors, specs)
-    group = {"setting": name, "size": size, "pixel_mm": round(mm, 3), **setting,
+    skip = tuple(p for p, s in (x.split("@") for x in a.skip) if int(s) == size)
+    add_diffusion(table, priors, specs, skip)
+    group = {"setting": name, "skipped_priors": list(skip), "size": size, "pixel_mm": round(mm, 3), **setting,
              "test_slices": len(test), "cs_lambda": lam, "rows": table.rows}
     return group, table
 
@@ -175,7 +179,8 @@ def check_targets(groups: list[dict], robust: list[dict], priors: dict) -> list[
     for label in priors:
         at64 = {n: r for n, r in by_size.get(64, {}).items() if r.get("prior") == label}
         winners = [n for n, r in at64.items() if r["gain_vs_cs_db"] > 0]
-        gains = {f"{n} @ {s} px": by_size[s][n]["gain_vs_cs_db"] for n in winners for s in larger}
+        gains = {f"{n} @ {s} px": by_size[s][n]["gain_vs_cs_db"] for n in winners for s in larger
+                 if n in by_size[s]}  # rows left out with --skip are not judged
         ok_a = all(g >= GAIN_AT_FINER_DB for g in gains.values()) if gains else None
         checks.append(_check("a", label, f"every diffusion row beating CS-TV at 64 px beats it by "
                              f">= {GAIN_AT_FINER_DB} dB at {larger} px", ok_a,
@@ -263,6 +268,9 @@ def parse(argv=None):
                    help="full-length diffusion methods (steps of bench/reconstruction.py)")
     p.add_argument("--ccdf", nargs="*", default=["mcg"], choices=list(CCDF),
                    help=f"CCDF warm starts (t0 {T0}, <= 20 NFE)")
+    p.add_argument("--skip", nargs="*", default=[], metavar="PRIOR@SIZE",
+                   help="leave a prior's diffusion rows out at a size (e.g. brain-prior-64@256:"
+                        " its attention over 4096 tokens costs ~7 s per network evaluation)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)

@@ -165,8 +165,8 @@ def test_warm_start_from_zero_filled_uses_only_the_late_steps(problem):
 DIFFUSION = sorted(n for n, i in registry.methods("reconstruction").items() if not i.baseline)
 
 
-def test_the_diffusion_methods_are_the_papers_and_dps():
-    assert DIFFUSION == ["diffuserecon", "dps", "langevin", "mcg", "score-mri", "song"]
+def test_the_diffusion_methods_are_the_papers_dps_and_ddrm():
+    assert DIFFUSION == ["ddrm", "diffuserecon", "dps", "langevin", "mcg", "score-mri", "song"]
 
 
 @pytest.mark.parametrize("method", DIFFUSION)
@@ -180,9 +180,9 @@ def test_every_method_is_reproducible_with_its_seed(problem, method):
 
 def test_user_errors(problem):
     model, op, y, *_ = problem
-    with pytest.raises(InputError, match="unknown diffusion reconstruction method 'ddrm'"):
-        reconstruct(model, op, y, "ddrm", 10, generator=0)
-    with pytest.raises(InputError, match="'cs'; choose from diffuserecon"):
+    with pytest.raises(InputError, match="unknown diffusion reconstruction method 'nope'"):
+        reconstruct(model, op, y, "nope", 10, generator=0)
+    with pytest.raises(InputError, match="'cs'; choose from ddrm, diffuserecon"):
         reconstruct(model, op, y, "cs", 10, generator=0)
     with pytest.raises(InputError, match="t0"):
         reconstruct(model, op, y, "song", 10, init=op.A_adjoint(y), generator=0)

@@ -58,7 +58,8 @@ from meddiff.physics.base import LinearOperator
 from meddiff.physics.kspace import measurement_from_kspace
 from meddiff.physics.mri import MultiCoilMRI, PhaseModulated, SingleCoilMRI, estimate_phase
 from meddiff.physics.noise import GaussianNoise
-from meddiff.tasks.inputs import check_size, load_model, read_slices
+from meddiff.tasks.batch import file_task, network_bar
+from meddiff.tasks.inputs import check_size, load_model, read_slices, reading
 from meddiff.tasks.outputs import (Grid, check_outputs, output_paths, reconstruction_panel,
                                   to_file_grid)
 from meddiff.tasks.selfcheck import checked_run
@@ -205,8 +206,11 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
     if t0 is not None:
         z0 = baseline(operator, y, init or ("fbp" if is_ct(operator) else "zero-filled"), cs_lam)
         init_model = model_space(rv.from_domain(z0), intensity).clamp(-1, 1).float()
-    if method == "langevin" and isinstance(operator.noise, GaussianNoise):
-        opts.setdefault("noise_std", 2 * operator.noise.sigma)  # model space doubles the noise
+    if method in ("langevin", "ddrm") and isinstance(operator.noise, GaussianNoise):
+        # the noise of the model-space measurement: 2 y - A(1) doubles it, a complex prior
+        # uses y unchanged
+        scale = 1.0 if intensity == "complex" else 2.0
+        opts.setdefault("noise_std", scale * operator.noise.sigma)
     with torch.no_grad():
         rec = reconstruct(den, operator, y_model, method, steps, t0, init_model,
                           generator=seed, view=view, **opts)
@@ -330,7 +334,8 @@ def _problem(input: str, spec, kspace: bool, *, modality, mask, acceleration, co
     if kspace:
         from meddiff.data.kspace_io import load_kspace
 
-        ks = load_kspace(input)
+        with reading(input):
+            ks = load_kspace(input)
         op, y, ref = measurement_from_kspace(ks.kspace, ks.mask, ks.reference, mask=mask,
                                              acceleration=acceleration, seed=seed, divisor=divisor)
         check_size(tuple(y.shape[-2:]), trained, divisor, f"{input}: k-space images",
@@ -347,10 +352,11 @@ def _problem(input: str, spec, kspace: bool, *, modality, mask, acceleration, co
     return op, y, image01, Grid.of(slices), None
 
 
+@file_task("reconstruct")
 def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="random",
                      acceleration=None, coils=1, coil_mode="sense", noise_std=0.0, views=None,
                      dose=None, steps=100, t0=None, init=None, cs_lam=None, model=None,
-                     resize=False, device="auto", seed=0, self_check=True,
+                     resize=False, device="auto", seed=0, self_check=True, progress=False,
                      overwrite=False) -> dict:
     """``meddiff reconstruct``: an image file is the ground truth of a simulated acquisition
     (MRI: undersampled k-space, :func:`~meddiff.physics.acquisition.simulate_mri`; CT:
@@ -364,10 +370,15 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     input never (:func:`~meddiff.tasks.outputs.check_outputs`). ``self_check`` (diffusion
     methods with SENSE / single-coil data): the output is the diffusion result blended with
     CS-TV by the held-out check of :mod:`meddiff.tasks.selfcheck` (four runs instead of one).
+    Image slices are the file's sections in the models' frame
+    (:func:`~meddiff.tasks.inputs.read_slices`); ``progress``: a bar over the prior's network
+    calls (stderr). The sidecar ``<out>.json`` records the options, metrics and self-check
+    (:mod:`meddiff.tasks.batch`; a folder ``input`` is every file in it, ``out`` a folder).
 
-    Returns ``{"method", "nfe", "seconds", "metrics": [{method, psnr, ssim, nmse, nfe,
-    seconds}, ...] (empty without a reference), "outputs": [paths]}``, plus ``"self_check"``
-    (:func:`meddiff.tasks.selfcheck.report`, or ``{"skipped": reason}``) when it ran.
+    Returns ``{"input", "method", "model", "nfe", "seconds", "metrics": [{method, psnr, ssim,
+    nmse, nfe, seconds}, ...] (empty without a reference), "outputs": [paths]}``, plus
+    ``"self_check"`` (:func:`meddiff.tasks.selfcheck.report`, or ``{"skipped": reason}``) when
+    it ran.
     """
     kspace = Path(str(input)).suffix.lower() in KSPACE_SUFFIXES
     _check_options(str(input), str(out), kspace, modality=modality, method=method, mask=mask,
@@ -388,10 +399,12 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
         runner = run_coil_by_coil
     kw = {"steps": steps, "t0": t0, "init": init, "seed": seed, "view": view, "cs_lam": cs_lam}
     check = None
-    if self_check and runner is run and not registry.methods("reconstruction")[method].baseline:
-        result, check = checked_run(run, prior, op, y, method, **kw)
-    else:
-        result = runner(prior, op, y, method, **kw)
+    diffusion = not registry.methods("reconstruction")[method].baseline
+    with network_bar(prior.denoiser.net, method, progress and diffusion):
+        if self_check and runner is run and diffusion:
+            result, check = checked_run(run, prior, op, y, method, **kw)
+        else:
+            result = runner(prior, op, y, method, **kw)
     base = result if method == base_name else run(None, op, y, base_name)
     # the padding reached the network's divisor: metrics and panels see the file's region
     result, base, ref = grid.crop(result), grid.crop(base), grid.crop(ref)
@@ -402,5 +415,6 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     rows = [{"method": name, **s, "nfe": result.nfe if name == method else 0,
              "seconds": result.seconds if name == method else base.seconds}
             for name, s in scores.items()]
-    return {"method": method, "nfe": result.nfe, "seconds": round(result.seconds, 3),
+    return {"method": method, "model": prior.name, "nfe": result.nfe,
+            "seconds": round(result.seconds, 3),
             "metrics": rows, "outputs": written, **({"self_check": check} if check else {})}
