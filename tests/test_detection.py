@@ -250,13 +250,14 @@ def test_detect_anoddpm_writes_map_on_the_file_grid_equal_to_the_api(tiny, tmp_p
                            "--device", "cpu", "--json")
     assert code == 0, err
     report = json.loads(text)
-    assert report["slices"] == 3 and report["nfe"] == 3 and len(report["outputs"]) == 4
+    assert report["slices"] == 3 and report["nfe"] == 3 and len(report["outputs"]) == 5  # + json
     got = load_image(out)
     assert got.array.shape == vol.shape and np.allclose(got.affine, np.diag([1.2, 1.2, 3.0, 1.0]))
     opts = dt.DetectOptions(model=tiny["model"], device="cpu", seed=4, t=20, steps=3)
     from meddiff import api
-    ref = dt.detect(dt.prepare("anoddpm", opts), api.read_slices(str(src), S).images, opts)
-    assert np.allclose(got.array, np.moveaxis(ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
+    sl = api.read_slices(str(src), S)  # the sections in the models' frame
+    ref = dt.detect(dt.prepare("anoddpm", opts), sl.images, opts)
+    assert np.allclose(got.array, sl.restore(ref.maps, "values"), atol=1e-6)
     assert (tmp_path / "res" / "map.png").stat().st_size > 1000
     assert (tmp_path / "res" / "map_overlay.png").exists()
     assert load_image(tmp_path / "res" / "map_healthy.nii.gz").array.shape == vol.shape
@@ -304,12 +305,13 @@ def test_detect_latent_writes_the_api_map_of_the_pair(tiny_latent, tmp_path, cap
     ae = load(tiny_latent.with_name("tiny-ae.json"), kind="autoencoder")
     det = lt.LatentDetector(lt.LatentCodec(ae.net, ae.spec.latent_scale),
                             load_diffusion(tiny_latent, autocast=True).denoiser)
-    x = to_model(api.read_slices(str(src), S).images)
+    sl = api.read_slices(str(src), S)  # the sections in the models' frame
+    x = to_model(sl.images)
     ref = lt.detect(det, x, (30,), 2, lt.DEFAULT_SMOOTH_PX,
                     generator=torch.Generator().manual_seed(1))
     maps = load_image(out).array
     assert maps.shape == vol.shape and maps.max() > 0
-    assert np.allclose(maps, np.moveaxis(0.5 * ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
+    assert np.allclose(maps, sl.restore(0.5 * ref.maps, "values"), atol=1e-6)
     code, _, err = _run(capsys, "detect", "--method", "latent", "--input", src, "--out", out,
                         "--model", tiny_latent, "--t", 5000, "--device", "cpu", "--overwrite")
     assert code == 2 and "--t must be in [1, 999]" in err

@@ -106,7 +106,7 @@ def test_denoise_runs_on_the_files_grid_and_batches_do_not_change_it(models, tmp
     assert got.array.shape == vol.shape and np.allclose(got.affine, AFFINE)
     model = api.load_model(models["prior"], device="cpu")
     sl = api.read_slices(src, 16)
-    assert sl.images.shape == (3, 1, 24, 32)  # no resampling
+    assert sl.images.shape == (3, 1, 32, 24)  # no resampling; sections of the RAS volume
     ref = sl.restore(api.denoise(model, sl.images, 0.1))
     assert np.allclose(got.array, ref, rtol=1e-4, atol=1e-3)
     # --resize: through 16 x 16 and back onto the file's grid, a different result
@@ -130,8 +130,8 @@ def test_far_sizes_warn_and_indivisible_sizes_are_padded_and_cropped_back(models
         api.read_slices(_volume(tmp_path, 24, 32)[0], 16, divisor=2)
     assert caplog.text == ""  # within 2x of the training size
     odd, _ = _volume(tmp_path, 24, 27, 1, "odd.nii.gz")
-    sl = api.read_slices(odd, 16, divisor=2)
-    assert sl.images.shape == (1, 1, 24, 28) and sl.pad == (0, 0, 0, 1) and sl.shape == (24, 27)
+    sl = api.read_slices(odd, 16, divisor=2)  # its axial section: 27 rows (A -> P) x 24
+    assert sl.images.shape == (1, 1, 28, 24) and sl.pad == (0, 1, 0, 0) and sl.shape == (27, 24)
     code, _, err = _run(capsys, "denoise", "--input", odd, "--sigma", 0.1, "--model",
                         models["prior"], "--out", tmp_path / "o.nii.gz", "--device", "cpu")
     assert code == 0, err
@@ -140,8 +140,8 @@ def test_far_sizes_warn_and_indivisible_sizes_are_padded_and_cropped_back(models
     # the same as denoising the explicitly reflect-padded slice and cropping it
     plain = api.read_slices(odd, 16)  # divisor 1: the file's slices as they are
     model = api.load_model(models["prior"], device="cpu")
-    clean = api.denoise(model, F.pad(plain.images, (0, 1, 0, 0), mode="reflect"), 0.1)
-    assert np.allclose(got.array, plain.restore(clean[..., :27]), rtol=1e-4, atol=1e-3)
+    clean = api.denoise(model, F.pad(plain.images, (0, 0, 0, 1), mode="reflect"), 0.1)
+    assert np.allclose(got.array, plain.restore(clean[..., :27, :]), rtol=1e-4, atol=1e-3)
     code, _, err = _run(capsys, "denoise", "--input", odd, "--sigma", 0.1, "--model",
                         models["prior"], "--resize", "--out", tmp_path / "o.nii.gz",
                         "--device", "cpu", "--overwrite")
@@ -174,7 +174,7 @@ def test_reconstruct_an_image_at_its_own_size(models, tmp_path, capsys):
                         "--out", tmp_path / "ct.nii.gz", "--device", "cpu")
     assert code == 0, err
     assert nib.load(tmp_path / "ct.nii.gz").shape == vol.shape
-    odd, vol = _volume(tmp_path, 23, 30, 2, "odd.nii.gz")  # padded to 24 x 30, cropped back
+    odd, vol = _volume(tmp_path, 23, 30, 2, "odd.nii.gz")  # sections 30 x 23 padded to 30 x 24
     out = tmp_path / "odd_full.nii.gz"
     code, text, err = _run(capsys, "reconstruct", "--input", odd, "--method", "zero-filled",
                            "--acceleration", 1, "--model", models["prior"], "--out", out,
@@ -238,10 +238,11 @@ def test_detect_at_the_files_size(models, tmp_path, capsys, method, extra):
     assert maps.array.min() >= 0 and json.loads(text)["slices"] == 3
     if method == "anoddpm":  # the file task is the API on the native slices
         opts = dt.DetectOptions(model=model, device="cpu", seed=1, t=20, steps=2, batch_size=2)
-        ref = dt.detect(dt.prepare("anoddpm", opts), api.read_slices(src, 16).images, opts)
-        assert np.allclose(maps.array, np.moveaxis(ref.maps[:, 0].numpy(), 0, -1), atol=1e-6)
+        sl = api.read_slices(src, 16)
+        ref = dt.detect(dt.prepare("anoddpm", opts), sl.images, opts)
+        assert np.allclose(maps.array, sl.restore(ref.maps, "values"), atol=1e-6)
     if method == "latent":  # autoencoder factor 2 x latent UNet divisor 2
-        odd, vol = _volume(tmp_path, 24, 30, 1, "odd.nii.gz")  # padded to 24 x 32
+        odd, vol = _volume(tmp_path, 24, 30, 1, "odd.nii.gz")  # sections 30 x 24 -> 32 x 24
         out = tmp_path / "o" / "m.nii.gz"
         code, _, err = _run(capsys, "detect", "--method", method, "--input", odd, "--out", out,
                             "--model", model, "--device", "cpu")
@@ -266,18 +267,19 @@ def test_segment_ensemble_and_unet_at_the_files_size(models, tmp_path, capsys):
                         models["unet"], "--batch-size", 2, "--out", out, "--device", "cpu")
     assert code == 0, err
     net = load(models["unet"], kind="seg-unet").net
+    sl48 = api.read_slices(src48, 32)
     with torch.no_grad():
-        prob = torch.sigmoid(net(to_model(api.read_slices(src48, 32).images)))
+        prob = torch.sigmoid(net(to_model(sl48.images)))
     got = load_image(out)
     assert got.array.shape == vol48.shape and np.allclose(got.affine, AFFINE)
-    assert np.allclose(got.array, np.moveaxis(prob[:, 0].numpy(), 0, -1), atol=1e-5)
-    out = tmp_path / "o" / "m.nii.gz"  # 24 x 32: reflect-padded to 32 x 32 and cropped back
+    assert np.allclose(got.array, sl48.restore(prob, "values"), atol=1e-5)
+    out = tmp_path / "o" / "m.nii.gz"  # sections 32 x 24: reflect-padded to 32 x 32, cropped
     code, _, err = _run(capsys, "segment", "--method", "unet", "--input", src, "--model",
                         models["unet"], "--out", out, "--device", "cpu")
     assert code == 0, err
-    plain = api.read_slices(src, 32).images
+    plain = api.read_slices(src, 32)
     with torch.no_grad():
-        prob = torch.sigmoid(net(to_model(F.pad(plain, (0, 0, 4, 4), mode="reflect"))))
+        prob = torch.sigmoid(net(to_model(F.pad(plain.images, (4, 4, 0, 0), mode="reflect"))))
     got = load_image(out)
     assert got.array.shape == vol.shape and np.allclose(got.affine, AFFINE)
-    assert np.allclose(got.array, np.moveaxis(prob[:, 0, 4:28].numpy(), 0, -1), atol=1e-5)
+    assert np.allclose(got.array, plain.restore(prob[..., 4:28], "values"), atol=1e-5)

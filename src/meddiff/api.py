@@ -11,8 +11,14 @@
 
 File-level functions (``sample_files``, ``denoise_file``, ``reconstruct_file``, ``detect_file``,
 ``segment_file``, ``run_demo``) check everything before they write, write their outputs and
-return the dict the CLI prints. Intensity contract: every image a user passes or gets back is in
-*image space* [0, 1]; the tasks convert to and from the model space [-1, 1].
+return the dict the CLI prints. ``denoise_file``, ``reconstruct_file``, ``detect_file`` and
+``segment_file`` also write ``<out>.json`` (model, version, options, seed, input, results; the
+options rerun the output exactly) and take a folder as ``input`` (``out`` is then a folder,
+finished outputs are skipped; :mod:`meddiff.tasks.batch`). Files with patient geometry are
+read as the models' training sections (axial, rows anterior -> posterior, columns left ->
+right) and written back onto their own grid and affine (:func:`read_slices`). Intensity
+contract: every image a user passes or gets back is in *image space* [0, 1]; the tasks convert
+to and from the model space [-1, 1].
 
 Listing (:func:`list_models`, :func:`models_table`, :func:`model_contract`,
 :func:`methods_table`, :func:`method_choices`) reads JSON documents and sources only. The task

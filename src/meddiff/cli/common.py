@@ -141,6 +141,30 @@ def overwrite_option(p: argparse.ArgumentParser) -> None:
                    help="replace existing output files (an input file is never replaced)")
 
 
+def resize_option(p: argparse.ArgumentParser) -> None:
+    """``--resize`` of the verbs that read image files."""
+    p.add_argument("--resize", action="store_true",
+                   help="resample slices to the model's training size and back, the aspect "
+                        "ratio kept (the longer side fits, the shorter one is zero-padded); "
+                        "otherwise they run on the file's own grid")
+
+
+#: what ``--input`` / ``--out`` of the file verbs say about folders
+FOLDER_INPUT = ("; or a folder of them (NIfTI / PNG / TIFF / NPY files, DICOM series "
+                "subfolders): --out is then a folder")
+FOLDER_OUT = ("; with a folder --input, a folder with one <name>.nii.gz per input (finished "
+              "ones, with their <name>.json, are skipped)")
+
+
+def print_runs(res: dict, one: Callable[[dict], None]) -> None:
+    """A file task's result: ``one(result)`` for one file; for a folder, ``one`` per file it
+    ran, then one line per skipped input (finished, unreadable, ...)."""
+    for r in res.get("files", [res]):
+        one(r)
+    for skip in res.get("skipped", []):
+        print(f"skipped {skip['input']}: {skip['reason']}")
+
+
 def defaults(func: Callable) -> dict[str, Any]:
     """The keyword defaults of an API function, so that an option's default and its help text
     come from the one signature instead of a copy."""

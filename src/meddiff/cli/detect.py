@@ -3,8 +3,10 @@
 Reads an image file (NIfTI, DICOM, PNG, TIFF, NPY; volumes slice by slice), runs one anomaly
 detection method with the healthy prior and writes the anomaly map NIfTI (``--out``, the file's
 grid and affine), the healthy reconstruction ``<out>_healthy.nii.gz``, a PNG panel
-``<out>.png`` (input / reconstruction / map) and ``<out>_overlay.png``. Every check runs before
-anything is written; existing outputs are replaced only with ``--overwrite``. The methods,
+``<out>.png`` (input / reconstruction / map), ``<out>_overlay.png`` and ``<out>.json`` (what
+made them). A folder ``--input`` is every file / DICOM series in it, ``--out`` then a folder.
+Every check runs before anything is written; existing outputs are replaced only with
+``--overwrite``. The methods,
 which options apply to which and their defaults come from the method registry.
 """
 from __future__ import annotations
@@ -13,9 +15,10 @@ import argparse
 import json
 
 from meddiff import api
-from meddiff.cli.common import (MAX_BATCH, MAX_SAMPLES, MAX_SCALE, MAX_SMOOTH_PX, MAX_STEPS,
-                                bounded_float, bounded_int, call, common_options, defaults,
-                                example, finite_float, overwrite_option)
+from meddiff.cli.common import (FOLDER_INPUT, FOLDER_OUT, MAX_BATCH, MAX_SAMPLES, MAX_SCALE,
+                                MAX_SMOOTH_PX, MAX_STEPS, bounded_float, bounded_int, call,
+                                common_options, defaults, example, finite_float,
+                                overwrite_option, print_runs, resize_option)
 
 HELP = "unsupervised anomaly (lesion) maps with a healthy diffusion prior"
 EXAMPLE = "meddiff detect --method wolleb --input flair.nii.gz --out anomaly.nii.gz"
@@ -49,10 +52,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("detect", help=HELP, description=HELP, epilog=example(EXAMPLE))
     p.add_argument("--method", required=True, choices=api.method_choices("detection"),
                    help="; ".join(f"{m['method']}: {m['summary']}" for m in rows))
-    p.add_argument("--input", required=True, help="NIfTI, DICOM file/folder, PNG, TIFF or NPY")
+    p.add_argument("--input", required=True,
+                   help="NIfTI, DICOM file/series folder, PNG, TIFF or NPY" + FOLDER_INPUT)
     p.add_argument("--out", required=True,
                    help="anomaly map NIfTI (.nii.gz); <out>_healthy.nii.gz, <out>.png and "
-                        "<out>_overlay.png are written beside it")
+                        "<out>_overlay.png and <out>.json are written beside it" + FOLDER_OUT)
     p.add_argument("--model", default=d["model"],
                    help="bundled name, NAME.json, or run dir; latent: a folder with the "
                         "autoencoder and latent DDPM, or the latent DDPM's NAME.json (default: "
@@ -63,9 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help=text + _applies(option, rows, per_method))
     p.add_argument("--batch-size", type=bounded_int(None, MAX_BATCH), default=d["batch_size"],
                    help="slices per network batch (the stochastic methods' results depend on it)")
-    p.add_argument("--resize", action="store_true",
-                   help="resample slices to the model's training size and back (otherwise "
-                        "they run on the file's own grid)")
+    resize_option(p)
     overwrite_option(p)
     common_options(p, json_flag=True)
     p.set_defaults(run=run)
@@ -78,6 +80,11 @@ def run(a: argparse.Namespace) -> None:
     if a.json:
         print(json.dumps(res, indent=2))
         return
+    print_runs(res, print_result)
+
+
+def print_result(res: dict) -> None:
+    """One file's method, models, cost, map maximum and outputs."""
     print(f"{res['method']} ({', '.join(res['models'])}): {res['slices']} slices, {res['nfe']} "
           f"network evaluations, {res['seconds']:.2f} s, map max {res['map_max']:.4g}")
     print(f"wrote {', '.join(res['outputs'])}")

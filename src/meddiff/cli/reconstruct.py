@@ -5,8 +5,10 @@ An image file (NIfTI, DICOM, PNG, TIFF, NPY) is the ground truth of a simulated 
 fastMRI-style k-space, reconstructed as it is when undersampled or undersampled retrospectively
 when fully sampled. Writes the reconstruction NIfTI, ``<out>_std.nii.gz`` for methods with an
 uncertainty map and a PNG panel, and prints PSNR / SSIM / NMSE against the reference when there
-is one. Every check runs before anything is written; existing outputs are replaced only with
-``--overwrite``.
+is one; ``<out>.json`` records the options, metrics and self-check. A folder ``--input`` is
+every file / DICOM series in it, ``--out`` then a folder. A bar over the network calls runs on
+stderr (not with ``--json``). Every check runs before anything is written; existing outputs
+are replaced only with ``--overwrite``.
 
 Diffusion methods are self-checked unless ``--no-self-check``: a tenth of the measured k-space
 lines (CT: views) is held out, the diffusion method and CS-TV reconstruct from the rest, and the
@@ -20,9 +22,10 @@ import argparse
 import json
 
 from meddiff import api
-from meddiff.cli.common import (MAX_ACCELERATION, MAX_COILS, MAX_NOISE_STD, MAX_STEPS,
-                                MAX_VIEWS, bounded_float, bounded_int, call, common_options,
-                                defaults, example, finite_float, overwrite_option, print_table)
+from meddiff.cli.common import (FOLDER_INPUT, FOLDER_OUT, MAX_ACCELERATION, MAX_COILS,
+                                MAX_NOISE_STD, MAX_STEPS, MAX_VIEWS, bounded_float, bounded_int,
+                                call, common_options, defaults, example, finite_float,
+                                overwrite_option, print_runs, print_table, resize_option)
 
 HELP = ("reconstruct undersampled MRI (simulated or fastMRI k-space) or sparse-view / low-dose "
         "CT (simulated) with a diffusion prior")
@@ -37,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               epilog=example(EXAMPLE))
     r.add_argument("--input", required=True,
                    help="ground-truth image (NIfTI, DICOM, PNG, TIFF, NPY) for a simulated "
-                        "acquisition, or fastMRI-style k-space (.h5)")
+                        "acquisition, or fastMRI-style k-space (.h5)" + FOLDER_INPUT)
     r.add_argument("--modality", default=d["modality"], choices=("mri", "ct"),
                    help="what the image file is the ground truth of (k-space input is MRI)")
     r.add_argument("--method", default=d["method"], choices=api.method_choices("reconstruction"),
@@ -74,12 +77,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--model", default=d["model"],
                    help="bundled name, NAME.json, or run dir (default: "
                         + ", ".join(f"{v} for {k}" for k, v in t["models"].items()) + ")")
-    r.add_argument("--resize", action="store_true",
-                   help="resample slices to the model's training size and back (otherwise "
-                        "they run on the file's own grid)")
+    resize_option(r)
     r.add_argument("--out", required=True,
                    help="output NIfTI (.nii.gz); a PNG panel and, for methods with an "
-                        "uncertainty map, <out>_std.nii.gz are written beside it")
+                        "uncertainty map, <out>_std.nii.gz are written beside it, and "
+                        "<out>.json, what made it" + FOLDER_OUT)
     r.add_argument("--no-self-check", dest="self_check", action="store_false",
                    default=d["self_check"],
                    help="diffusion methods: skip the ground-truth-free self-check (by default "
@@ -93,10 +95,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> None:
+    a.progress = not a.json  # a bar over the network calls on stderr
     res = call(api.reconstruct_file, a)
     if a.json:
         print(json.dumps(res, indent=2))
         return
+    print_runs(res, print_result)
+
+
+def print_result(res: dict) -> None:
+    """One file's metrics table (or NFE and time), self-check and outputs."""
     if res["metrics"]:
         print_table(res["metrics"], [("method", "method", ""), ("psnr", "PSNR dB", ".2f"),
                                      ("ssim", "SSIM", ".3f"), ("nmse", "NMSE", ".4f"),

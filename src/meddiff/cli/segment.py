@@ -7,7 +7,11 @@ mask DDPM (G2, Wolleb et al. 2022, MIDL) and writes
 - ``OUT`` (.nii / .nii.gz): the mean of the sampled masks, in [0, 1] on the file's grid
   (threshold at 0.5 for a binary mask);
 - ``<OUT>_var.nii[.gz]``: the per-pixel variance of the samples (uncertainty), in [0, 0.25];
-- ``<OUT>.png``: image / mean-mask overlay / variance of the middle slice.
+- ``<OUT>.png``: image / mean-mask overlay / variance of the middle slice;
+- ``<OUT>_labels.nii[.gz]`` with ``--threshold T``: the uint8 label map ``mean >= T`` (0 / 1);
+- ``<OUT>.json``: what made them (model, version, options, seed, input, results).
+
+A folder ``--input`` is every file / DICOM series in it, ``--out`` then a folder.
 
 Every check (options, output name, input file, model) runs before anything is written; each
 file is written atomically, the three together; existing outputs are replaced only with
@@ -19,8 +23,9 @@ import argparse
 import json
 
 from meddiff import api
-from meddiff.cli.common import (MAX_BATCH, MAX_SAMPLES, MAX_STEPS, bounded_int, call,
-                                common_options, defaults, example, overwrite_option)
+from meddiff.cli.common import (FOLDER_INPUT, FOLDER_OUT, MAX_BATCH, MAX_SAMPLES, MAX_STEPS,
+                                bounded_float, bounded_int, call, common_options, defaults,
+                                example, overwrite_option, print_runs, resize_option)
 
 HELP = "segment lesions with a diffusion ensemble: mean mask, variance map, PNG overlay"
 EXAMPLE = "meddiff segment --input flair.nii.gz --samples 8 --out lesion.nii.gz"
@@ -33,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--method", default=d["method"], choices=api.method_choices("segmentation"),
                    help="; ".join(f"{m['method']}: {m['summary']}" for m in rows))
     s.add_argument("--input", required=True, help="image (NIfTI, DICOM, PNG, TIFF, NPY); "
-                                                  "T2w or FLAIR brain MRI")
+                                                  "T2w or FLAIR brain MRI" + FOLDER_INPUT)
     s.add_argument("--samples", type=bounded_int(None, MAX_SAMPLES), default=d["samples"],
                    help="masks sampled per slice")
     s.add_argument("--steps", type=bounded_int(None, MAX_STEPS), default=d["steps"],
@@ -46,12 +51,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         + ")")
     s.add_argument("--batch-size", type=bounded_int(None, MAX_BATCH), default=d["batch_size"],
                    help="network rows per batch (ensemble: slice x sample)")
-    s.add_argument("--resize", action="store_true",
-                   help="resample slices to the model's training size and back (otherwise "
-                        "they run on the file's own grid)")
+    s.add_argument("--threshold", type=bounded_float(None, 1.0), default=d["threshold"],
+                   help="also write <out>_labels.nii.gz, the uint8 label map mean >= T (0 / 1) "
+                        "(default: no label map)")
+    resize_option(s)
     s.add_argument("--out", required=True,
-                   help="output NIfTI (.nii.gz) of the mean mask; <out>_var.nii.gz and "
-                        "<out>.png are written beside it")
+                   help="output NIfTI (.nii.gz) of the mean mask; <out>_var.nii.gz, <out>.png "
+                        "and <out>.json are written beside it" + FOLDER_OUT)
     overwrite_option(s)
     common_options(s, json_flag=True)
     s.set_defaults(run=run)
@@ -64,8 +70,14 @@ def run(a: argparse.Namespace) -> None:
     if a.json:
         print(json.dumps(res, indent=2))
         return
+    print_runs(res, print_result)
+
+
+def print_result(res: dict) -> None:
+    """One file's slices, samples, lesion pixels, cost and outputs."""
     how = (f"{res['samples']} samples x {res['steps']} {res['sampler']} steps"
            if res["method"] == "ensemble" else res["method"])
-    print(f"{res['slices']} slice(s), {how}: {res['lesion_pixels']} lesion pixels (mean >= 0.5), "
+    print(f"{res['slices']} slice(s), {how}: {res['lesion_pixels']} lesion pixels "
+          f"(mean >= {res['threshold']:g}), "
           f"{res['nfe']} network evaluations, {res['seconds']:.2f} s")
     print(f"wrote {', '.join(res['outputs'])}")

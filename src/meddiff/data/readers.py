@@ -5,7 +5,11 @@ for DICOM and the scl_slope / scl_inter scaling for NIfTI) as float32; it does n
 Bringing data into image space [0, 1] is the job of :mod:`meddiff.data.intensity`.
 
 Geometry: ``Image.affine`` maps array indices to world millimetres in RAS+ (NIfTI / nibabel
-convention). Formats without geometry (PNG, TIFF, NPY) get an identity affine and unit spacing.
+convention); ``Image.oriented`` says whether it is the patient's geometry: NIfTI with a qform or
+sform code, DICOM with ImageOrientation / ImagePosition (Patient). Files without it (PNG, TIFF,
+NPY; NIfTI with both codes 0, the "Analyze" case of the NIfTI-1 standard; DICOM without those
+tags) get a diagonal affine of their spacing (identity for PNG, TIFF, NPY) and are used as
+stored (:mod:`meddiff.data.slicing`).
 
 Every user-causable problem (missing file, unreadable or truncated file, unknown type, wrong
 dimensionality, NaN / Inf, empty or pickled arrays) raises :class:`meddiff.errors.InputError` with
@@ -47,7 +51,8 @@ class Image:
     ``array``: float32, 2D (H, W) or 3D (X, Y, Z) as stored, values as stored (not normalised).
     ``affine``: 4x4 float64 mapping indices to RAS+ mm. ``source``: format name. ``spacing``: mm
     per array axis. ``meta``: geometry / intensity tags only (never patient identifiers).
-    ``notes``: conversions applied while reading (e.g. RGB -> luminance).
+    ``notes``: conversions applied while reading (e.g. RGB -> luminance). ``oriented``:
+    ``affine`` is the patient geometry (False: spacing only; the array is used as stored).
     """
 
     array: np.ndarray
@@ -56,11 +61,12 @@ class Image:
     spacing: tuple[float, ...]
     meta: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    oriented: bool = False
 
     def __repr__(self) -> str:
         return (f"Image(source={self.source!r}, shape={self.array.shape}, "
                 f"spacing={tuple(round(s, 4) for s in self.spacing)}, meta={self.meta!r}, "
-                f"notes={self.notes!r})")
+                f"notes={self.notes!r}, oriented={self.oriented})")
 
 
 def _finish(path: Path, decoded: Decoded, source: str) -> Image:
@@ -70,7 +76,7 @@ def _finish(path: Path, decoded: Decoded, source: str) -> Image:
     check_image_dims(path, arr)
     spacing = tuple(float(s) for s in decoded.spacing[:arr.ndim])
     return Image(arr, np.asarray(decoded.affine, dtype=np.float64), source, spacing,
-                 dict(decoded.meta), tuple(decoded.notes))
+                 dict(decoded.meta), tuple(decoded.notes), bool(decoded.oriented))
 
 
 def _flat(arr: np.ndarray, notes: list[str]) -> Decoded:
@@ -124,7 +130,11 @@ def _decode_nifti(path: Path) -> Decoded:
                                 "channels); extract one 3D volume first")
     arr = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape[:keep])
     zooms = tuple(float(z) for z in img.header.get_zooms()[:keep])
-    return Decoded(arr, np.asarray(img.affine, dtype=np.float64), zooms, {}, ())
+    if int(img.header["sform_code"]) or int(img.header["qform_code"]):
+        return Decoded(arr, np.asarray(img.affine, dtype=np.float64), zooms, {}, (), True)
+    diagonal = np.diag([*zooms[:3], *(1.0,) * (4 - min(3, len(zooms)))])
+    return Decoded(arr, diagonal, zooms, {}, ("NIfTI without orientation (qform and sform "
+                                              "codes 0): used as stored",))
 
 
 def _read_nifti(path: Path) -> Decoded:

@@ -113,26 +113,44 @@ def _writable(path: str | os.PathLike, array, ndims: tuple[int, ...] | None) -> 
     return arr
 
 
-def save_nifti(path: str | os.PathLike, array, affine=None) -> Path:
-    """Write a 2D/3D real array as NIfTI-1 (float32; ``.nii.gz`` is gzip-compressed).
+def save_nifti(path: str | os.PathLike, array, affine=None, dtype=np.float32) -> Path:
+    """Write a 2D/3D real array as NIfTI-1 (``.nii.gz`` is gzip-compressed).
 
-    ``affine``: 4x4 index -> RAS+ mm (identity if None), stored as sform and qform. NIfTI-1 keeps
-    the sform in float32, so :func:`meddiff.data.readers.load_image` returns it exactly when its
-    entries are float32 numbers (e.g. 0.5, -90.25), else to float32 precision. The gzip stream
-    has mtime 0, so equal inputs give equal bytes. Atomic; returns the path.
+    ``affine``: 4x4 index -> RAS+ mm, stored as sform and qform (codes "aligned"). NIfTI-1
+    keeps the sform in float32, so :func:`meddiff.data.readers.load_image` returns it exactly
+    when its entries are float32 numbers (e.g. 0.5, -90.25), else to float32 precision.
+    ``None``: the array has no patient geometry (a 2D image, a sample): written with qform and
+    sform codes 0 and unit voxels, so that readers use it as stored. ``dtype``: float32, or
+    uint8 for label maps (values must be integers in 0..255). The gzip stream has mtime 0, so
+    equal inputs give equal bytes. Atomic; returns the path.
     """
     import nibabel as nib
 
-    arr = real_array(path, _writable(path, array, (2, 3)))
-    aff = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
-    if aff.shape != (4, 4) or not np.isfinite(aff).all():
-        raise input_error(path, f"affine must be a finite 4x4 matrix, got shape {aff.shape}")
-    img = nib.Nifti1Image(arr, aff)
+    arr = _nifti_array(path, array, np.dtype(dtype))
+    if affine is None:
+        img = nib.Nifti1Image(arr, None)
+    else:
+        aff = np.asarray(affine, dtype=np.float64)
+        if aff.shape != (4, 4) or not np.isfinite(aff).all():
+            raise input_error(path, f"affine must be a finite 4x4 matrix, got shape {aff.shape}")
+        img = nib.Nifti1Image(arr, aff)
     img.header.set_xyzt_units("mm")
     data = img.to_bytes()
     if str(path).lower().endswith(".gz"):
         data = gzip.compress(data, compresslevel=6, mtime=0)
     return atomic_write(path, lambda fh: fh.write(data))
+
+
+def _nifti_array(path: str | os.PathLike, array, dtype: np.dtype) -> np.ndarray:
+    """The checked array in ``dtype`` (float32, or uint8 holding integers 0..255)."""
+    arr = real_array(path, _writable(path, array, (2, 3)))
+    if dtype == np.float32:
+        return arr
+    if dtype != np.uint8:
+        raise ValueError(f"save_nifti writes float32 or uint8, not {dtype}")
+    if arr.min() < 0 or arr.max() > 255 or not np.array_equal(arr, np.round(arr)):
+        raise input_error(path, "a uint8 NIfTI holds integers 0..255 only")
+    return arr.astype(np.uint8)
 
 
 def save_png(path: str | os.PathLike, array, vmin: float | None = None,

@@ -33,6 +33,7 @@ from meddiff.errors import InputError
 from meddiff.methods import registry
 from meddiff.methods.detection.interface import AnomalyResult
 from meddiff.methods.detection.latent import LatentCodec, LatentDetector
+from meddiff.tasks.batch import file_task
 from meddiff.tasks.inputs import load_model, read_slices
 from meddiff.tasks.outputs import (Grid, check_outputs, detection_panels, output_paths,
                                   to_file_grid)
@@ -240,7 +241,8 @@ def detect(runner: Runner, images01: torch.Tensor, options: DetectOptions,
 # ------------------------------------------------------------------------------ outputs
 @all_or_nothing()
 def write_outputs(out_path: str | Path, det: Detection, slices, method: str) -> list[Path]:
-    """``det`` without the padding of ``slices`` (:meth:`Grid.crop`). Write the map NIfTI (file grid, affine of the input, values kept), the healthy
+    """``det`` without the padding of ``slices`` (:meth:`Grid.crop`). Write the map NIfTI (file
+    grid, affine of the input, values kept), the healthy
     reconstruction NIfTI (file intensity units), a PNG panel input / reconstruction / map and
     a PNG overlay of the map on the input, for the most anomalous slice. Every file is written
     atomically; returns the paths."""
@@ -253,20 +255,23 @@ def write_outputs(out_path: str | Path, det: Detection, slices, method: str) -> 
     return [map_path, healthy_path, panel_path, overlay_path]
 
 
+@file_task("detect")
 def detect_file(input, out, *, method, model=None, classifier=None, t=None, level=None,
                 scale=None, steps=None, smooth=None, samples=None, batch_size=16, resize=False,
                 device="auto", seed=0, progress=False, overwrite=False) -> dict:
     """``meddiff detect``: anomaly maps of every slice of an image file (NIfTI, DICOM, PNG,
     TIFF, NPY) with a registered detection method. Writes the map ``out`` (the file's grid and
     affine), ``<out>_healthy`` (the healthy reconstruction, file units), ``<out>.png`` and
-    ``<out>_overlay.png``. The slices keep the file's grid (``resize``: resampled to the
-    models' training size and back) and go through the networks ``batch_size`` at a time
+    ``<out>_overlay.png`` and the sidecar ``<out>.json`` (:mod:`meddiff.tasks.batch`; a folder
+    ``input`` is every file in it, ``out`` then a folder). The slices are the file's sections in
+    the models' frame on its own grid (``resize``: resampled to the models' training size,
+    aspect kept, and back) and go through the networks ``batch_size`` at a time
     (``progress``: a bar over the batches). Every check runs before anything is written;
     existing outputs are replaced only with ``overwrite``, an input never
     (:func:`~meddiff.tasks.outputs.check_outputs`); the files appear together or not at all.
 
-    Returns ``{"method", "models", "slices", "nfe", "seconds", "seconds_per_slice", "map_max",
-    "outputs"}``.
+    Returns ``{"input", "method", "models", "slices", "nfe", "seconds", "seconds_per_slice",
+    "map_max", "outputs"}``.
     """
     opts = DetectOptions(model=model, classifier=classifier, device=device, seed=seed, t=t,
                          level=level, scale=scale, steps=steps, smooth=smooth, samples=samples,

@@ -5,8 +5,9 @@ PNG panels.
 - :func:`check_outputs`: what every task checks about its outputs before any work: distinct
   names, never an input, no existing file replaced without ``overwrite``, a writable folder;
 - :class:`Grid` + :func:`to_file_grid`: the one way slices (N, 1, S, S) go back onto the
-  file's grid (padding cropped, bilinear when they were resampled) and, optionally, its
-  intensity units; :meth:`Grid.crop` drops the padding of results (metrics, panels);
+  file's grid (padding cropped, bilinear when they were resampled, the reorientation undone
+  exactly) and, optionally, its intensity units; :meth:`Grid.crop` drops the padding of
+  results (metrics, panels);
 - ``*_panel``: the figures of the reconstruction, detection and segmentation tasks (public
   helpers of :mod:`meddiff.eval.figures`).
 
@@ -16,7 +17,7 @@ and a task's files together (:func:`meddiff.data.writers.all_or_nothing`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from meddiff.data.intensity import denormalize
+from meddiff.data.slicing import Frame
 from meddiff.errors import InputError
 from meddiff.eval.figures import save_overlay, save_panel, save_segment_panel
 
@@ -96,54 +98,60 @@ def check_outputs(paths: Iterable[str | os.PathLike], inputs: Iterable = (),
 
 @dataclass(frozen=True)
 class Grid:
-    """Where slice results go: the file's slice shape (H, W), its array's ``ndim`` (2: one 2D
-    image; 3: slices along the last axis), the ``affine`` (4x4, index -> RAS+ mm) and the
-    intensity ``window`` (low, high) the file's values were mapped from to [0, 1] (None: the
-    values are kept) and the ``pad`` (top, bottom, left, right) the slices were given to reach
-    the network's divisor."""
+    """Where slice results go: the sections' (H, W) ``shape`` on the file's grid, the ``frame``
+    that puts sections back into the file's array layout (:class:`meddiff.data.slicing.Frame`),
+    the ``affine`` (4x4, index -> RAS+ mm; None: the file has no patient geometry, outputs are
+    written without one), the intensity ``window`` (low, high) the file's values were mapped
+    from to [0, 1] (None: the values are kept), the ``pad`` (top, bottom, left, right) the
+    slices were given (the network's divisor, or the square of ``--resize``) and ``size``: the
+    slices' (h, w) before the padding (``shape``, or the resampled size with ``--resize``)."""
 
     shape: tuple[int, int]
-    ndim: int
-    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    frame: Frame
+    affine: np.ndarray | None = None
     window: tuple[float, float] | None = None
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    size: tuple[int, int] | None = None
 
     @staticmethod
     def of(slices) -> Grid:
         """The grid of :class:`meddiff.tasks.inputs.Slices` read from a file."""
-        return Grid(tuple(slices.shape), slices.image.array.ndim,
-                    np.asarray(slices.image.affine), slices.window,
-                    tuple(slices.pad))
+        image = slices.image
+        return Grid(tuple(slices.shape), slices.frame or Frame(image.array.shape),
+                    np.asarray(image.affine) if image.oriented else None, slices.window,
+                    tuple(slices.pad), tuple(slices.size or slices.shape))
 
     def crop(self, x):
         """``x`` without the padding, done once right after a method runs: a tensor
-        (..., H + top + bottom, W + left + right) -> (..., H, W); a dataclass (a task's result):
-        each tensor field cropped, the rest kept; None unchanged. Without padding ``x`` is
-        returned as it is."""
+        (..., h + top + bottom, w + left + right) -> (..., h, w) (``size``); a dataclass (a
+        task's result): each tensor field cropped, the rest kept; None unchanged. Without
+        padding ``x`` is returned as it is."""
         if is_dataclass(x) and not isinstance(x, type):
             return replace(x, **{f.name: self.crop(getattr(x, f.name)) for f in fields(x)
                                  if f.init})
         if not isinstance(x, torch.Tensor) or not any(self.pad):
             return x
         top, bottom, left, right = self.pad
-        padded = (self.shape[0] + top + bottom, self.shape[1] + left + right)
+        h, w = self.size or self.shape
+        padded = (h + top + bottom, w + left + right)
         if tuple(x.shape[-2:]) != padded:
             raise ValueError(f"expected padded slices of {padded}, got {tuple(x.shape[-2:])}")
-        return x[..., top:top + self.shape[0], left:left + self.shape[1]]
+        return x[..., top:top + h, left:left + w]
 
     @staticmethod
     def plain(n: int, shape: tuple[int, int]) -> Grid:
-        """``n`` slices of ``shape`` with the identity affine and no window (k-space input)."""
-        return Grid(tuple(shape), 2 if n == 1 else 3)
+        """``n`` slices of ``shape`` without geometry or window (k-space input): written as a
+        2D image (one slice) or (H, W, n)."""
+        return Grid(tuple(shape), Frame(tuple(shape) if n == 1 else (*shape, n)))
 
 
 def to_file_grid(x: torch.Tensor, grid: Grid, units: str = "values") -> np.ndarray:
-    """Slices ``x`` (N, 1, S, S) without padding (:meth:`Grid.crop`) onto the file's grid:
-    resampled (bilinear) to ``grid.shape`` when they differ (``--resize``), laid out like the file's
-    array ((H, W) for 2D, (H, W, N) for a volume), float32. ``units``: ``"values"`` keeps the
-    values (maps, masks); ``"image"`` maps [0, 1] to the file's intensities through
-    ``grid.window``; ``"scale"`` multiplies by the window's width (standard deviations and
-    differences of image-space values)."""
+    """Slices ``x`` (N, 1, h, w) without padding (:meth:`Grid.crop`) onto the file's grid:
+    resampled (bilinear) to ``grid.shape`` when they differ (``--resize``), put back into the
+    file's array layout by ``grid.frame`` (the exact inverse of the reorientation), float32.
+    ``units``: ``"values"`` keeps the values (maps, masks); ``"image"`` maps [0, 1] to the
+    file's intensities through ``grid.window``; ``"scale"`` multiplies by the window's width
+    (standard deviations and differences of image-space values)."""
     if units not in ("values", "image", "scale"):
         raise ValueError(f"units must be values, image or scale, got {units!r}")
     if tuple(x.shape[-2:]) != tuple(grid.shape):
@@ -154,8 +162,7 @@ def to_file_grid(x: torch.Tensor, grid: Grid, units: str = "values") -> np.ndarr
         vol = denormalize(vol, grid.window)
     elif units == "scale" and grid.window is not None:
         vol = vol * (grid.window[1] - grid.window[0])
-    vol = vol.astype(np.float32)
-    return vol[0] if grid.ndim == 2 else np.moveaxis(vol, 0, -1)
+    return grid.frame.array(vol.astype(np.float32))
 
 
 # ------------------------------------------------------------------------------ panels

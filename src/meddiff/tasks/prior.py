@@ -23,6 +23,7 @@ from meddiff.data.intensity import from_model, image_space, to_model
 from meddiff.data.writers import all_or_nothing, save_nifti
 from meddiff.errors import ConfigError
 from meddiff.eval.figures import save_grid, save_panel
+from meddiff.tasks.batch import file_task
 from meddiff.tasks.inputs import DEFAULT_MODEL, check_size, load_model, read_slices
 from meddiff.tasks.outputs import Grid, check_outputs, output_paths, to_file_grid
 from meddiff.zoo.store import LoadedModel
@@ -138,7 +139,8 @@ def sample_files(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_
                  size: int | None = None, overwrite: bool = False) -> dict:
     """Draw ``n`` samples of ``model`` (``size`` px, default its training size) and write
     ``out_dir/samples.png`` (a grid; middle slices for a 3D model; magnitude for a complex one)
-    and one NIfTI ``sample_###.nii.gz`` each.
+    and one NIfTI ``sample_###.nii.gz`` each (no patient geometry: readers use them as
+    stored, the models' frame).
 
     Returns ``{"model", "n", "sampler", "steps", "seed", "grid", "volumes", "files"}``
     (``volumes``: the model is 3D; ``files``: the NIfTI paths). Nothing is written before the
@@ -165,24 +167,26 @@ def sample_files(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_
             "grid": str(grid), "volumes": volumes, "files": files}
 
 
-@all_or_nothing()
+@file_task("denoise")
 def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float,
                  method: DenoiseMethod = "tweedie", steps: int = 20,
                  model: str | os.PathLike = DEFAULT_MODEL, resize: bool = False,
                  device: str = "auto", seed: int = 0, batch_size: int = 16,
                  progress: bool = False, overwrite: bool = False) -> dict:
     """Denoise every 2D slice of ``input`` (NIfTI, DICOM, PNG, TIFF, NPY; percentile-normalised
-    to [0, 1]) with :func:`denoise` and write ``out`` (NIfTI, the input's units, grid and affine)
-    and a PNG panel beside it (``out`` without its NIfTI ending + ``.png``: input / denoised /
-    difference of the middle slice). The slices keep the file's grid (padded to the network's
-    divisor and cropped back; ``resize``: resampled
-    to the model's training size and back; :func:`~meddiff.tasks.inputs.read_slices`) and go
-    through the network ``batch_size`` at a time (``progress``: a bar over the batches).
+    to [0, 1]; sections in the models' frame, :func:`~meddiff.tasks.inputs.read_slices`) with
+    :func:`denoise` and write ``out`` (NIfTI, the input's units, grid and affine), a PNG panel
+    beside it (``out`` without its NIfTI ending + ``.png``: input / denoised / difference of
+    the middle slice) and the sidecar ``<out>.json`` (:mod:`meddiff.tasks.batch`; a folder
+    ``input`` is every file in it, ``out`` then a folder). The slices keep the file's grid
+    (padded to the network's divisor and cropped back; ``resize``: resampled to the model's
+    training size, aspect kept, and back) and go through the network ``batch_size`` at a time
+    (``progress``: a bar over the batches).
 
-    Returns ``{"model", "method", "sigma", "slices", "outputs": [nifti, png]}``; every check
-    (output names, file, size, sigma, method) happens before anything is written; existing
-    outputs are replaced only with ``overwrite``, an input never
-    (:func:`~meddiff.tasks.outputs.check_outputs`); both files appear or neither.
+    Returns ``{"input", "model", "method", "sigma", "slices", "outputs": [nifti, png, json]}``;
+    every check (output names, file, size, sigma, method) happens before anything is written;
+    existing outputs are replaced only with ``overwrite``, an input never
+    (:func:`~meddiff.tasks.outputs.check_outputs`); the files appear together or not at all.
     """
     target, png = check_outputs(output_paths(out, ".png"), [input], overwrite)
     loaded = load_model(model, device=device)
@@ -192,7 +196,8 @@ def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float,
                             batch_size=batch_size, progress=progress))
     images = sl.crop(sl.images)
     mid = len(clean) // 2
-    save_nifti(target, to_file_grid(clean, Grid.of(sl), "image"), sl.image.affine)
+    grid = Grid.of(sl)
+    save_nifti(target, to_file_grid(clean, grid, "image"), grid.affine)
     panel = save_panel(png,
                        [("input", images[mid, 0]), (f"denoised ({method})", clean[mid, 0]),
                         ("|difference|", (clean[mid, 0] - images[mid, 0]).abs())],
