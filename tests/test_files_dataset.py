@@ -275,3 +275,16 @@ def test_the_example_config_loads():
     root = Path(__file__).resolve().parents[1]
     cfg = load_run_config(root / "configs" / "examples" / "own-data-prior.yaml")
     assert cfg.data.dataset == "files" and cfg.data.fit == "crop" and cfg.data.dims == 2
+
+
+def test_training_sections_are_the_sections_inference_reads(tmp_path):
+    """A file with geometry (here LPS) is cut into the same reoriented axial sections by the
+    files dataset as by the inference commands (read_slices)."""
+    from meddiff.tasks.inputs import read_slices
+
+    vol = np.random.default_rng(0).uniform(0, 100, (12, 10, 3)).astype(np.float32)
+    save_nifti(tmp_path / "lps.nii.gz", vol, np.diag([-2.0, -2.0, 2.0, 1.0]))
+    stack = decode(tmp_path / "lps.nii.gz", FilesOptions(), 16)
+    ref = read_slices(tmp_path / "lps.nii.gz", 16).images
+    assert stack.shape[-2:] == (10, 12)                    # rows = y (A->P), columns = x (L->R)
+    np.testing.assert_allclose(stack, ref.numpy(), atol=1e-6)

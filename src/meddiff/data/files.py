@@ -13,8 +13,9 @@ Pipeline, once per file (then cached, see :func:`load_file`):
    orthonormal inverse FFT (Zbontar et al. 2018, arXiv:1811.08839, Sec. 3): the
    root-sum-of-squares magnitude (Roemer et al. 1990, Magn. Reson. Med. 16:192, Eq. 27), or
    for ``channels: complex`` the single-coil complex image as (real, imaginary) channels;
-4. 2D: every slice along ``axis`` (as :func:`~meddiff.data.slicing.to_2d_slices`, so training
-   and inference see the same orientation); 3D: the volume with ``axis`` moved first (D, H, W);
+4. 2D: the sections the inference commands see (:func:`~meddiff.data.slicing.model_frame`:
+   reoriented to RAS+ axial sections when the file has geometry), or every slice along an
+   explicit ``axis``; 3D: the volume with ``axis`` (default the last) moved first (D, H, W);
 5. intensity, per file, to image space: ``percentile`` maps the ``percentiles`` (lo, hi) of the
    whole file to 0 and 1 (:func:`~meddiff.data.intensity.normalize_percentile`); ``ct_window``
    maps the HU ``window`` [lo, hi] to [0, 1]; ``none`` only clips to [0, 1]. Complex images are
@@ -59,7 +60,7 @@ from meddiff.data.crops import window, window_starts
 from meddiff.data.intensity import normalize_percentile, normalize_window
 from meddiff.data.kspace_io import load_kspace
 from meddiff.data.readers import load_image
-from meddiff.data.slicing import to_2d_slices
+from meddiff.data.slicing import model_frame, to_2d_slices
 from meddiff.data.writers import atomic_write
 from meddiff.errors import ConfigError, InputError, MeddiffError
 from meddiff.physics.coils import rss
@@ -78,8 +79,10 @@ class FilesOptions:
     """Options of the files dataset (the ``data`` section of a run config, with
     ``dataset: files``); see the module docstring for the pipeline.
 
-    ``paths``: globs of files / DICOM folders. ``axis``: the slice axis of volumes (default the
-    last). ``dims``: 2 (slices) or 3 (patches); ``channels``: ``magnitude`` (1 channel) or
+    ``paths``: globs of files / DICOM folders. ``axis``: the slice axis of volumes as stored;
+    default (None) the sections the inference commands cut (:func:`~meddiff.data.slicing.
+    model_frame`: files with geometry reoriented to RAS+ and cut axially, others along their
+    last axis). ``dims``: 2 (slices) or 3 (patches); ``channels``: ``magnitude`` (1 channel) or
     ``complex`` (2 channels, fastMRI single-coil k-space only); both default to what the model
     asks for (``model.net.spatial_dims``, ``model.intensity``). ``normalize``: ``percentile``
     (``percentiles`` lo, hi in %), ``ct_window`` (``window`` lo, hi in HU) or ``none``.
@@ -90,7 +93,7 @@ class FilesOptions:
     """
 
     paths: tuple[str, ...] = ()
-    axis: int = -1
+    axis: int | None = None
     dims: Literal[2, 3] | None = None
     channels: Literal["magnitude", "complex"] | None = None
     normalize: Literal["percentile", "ct_window", "none"] = "percentile"
@@ -106,7 +109,8 @@ class FilesOptions:
     def __post_init__(self) -> None:
         lo, hi = self.percentiles
         checks = [
-            (-3 <= self.axis <= 2, f"axis must be in -3..2, got {self.axis}"),
+            (self.axis is None or -3 <= self.axis <= 2,
+             f"axis must be in -3..2 or null, got {self.axis}"),
             (0.0 <= lo < hi <= 100.0, f"percentiles must be 0 <= lo < hi <= 100, got {lo}, {hi}"),
             (self.window[0] < self.window[1], f"window must be [lo, hi] with lo < hi, "
                                               f"got {list(self.window)}"),
@@ -226,12 +230,15 @@ def _read(path: Path, o: FilesOptions) -> np.ndarray:
     if complex_images:
         raise input_error(path, "complex training images come from fastMRI k-space files "
                                 f"({', '.join(KSPACE_SUFFIXES)}) only")
-    arr = load_image(path).array
+    image = load_image(path)
+    arr = image.array
     if dims == 2:
-        return to_2d_slices(arr, o.axis)[:, None]
+        sections = model_frame(image).sections(arr) if o.axis is None else \
+            to_2d_slices(arr, o.axis)
+        return sections[:, None]
     if arr.ndim != 3:
         raise input_error(path, f"a 2D image {arr.shape}; 3D patches need volumes")
-    return np.moveaxis(arr, o.axis, 0)[None, None].astype(np.float32)
+    return np.moveaxis(arr, -1 if o.axis is None else o.axis, 0)[None, None].astype(np.float32)
 
 
 def _resize(stack: np.ndarray, size: int) -> np.ndarray:
