@@ -11,22 +11,13 @@ import numpy as np
 import pytest
 
 from meddiff import api
-from meddiff.cli import main
 from meddiff.data.readers import load_image
 from meddiff.data.writers import save_nifti
 from meddiff.methods import registry
-from tiny_model import save_tiny
+from conftest import run_cli as _run
+from meddiff.cli import main
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(save_tiny(tmp_path_factory.mktemp("model")))
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_sample_writes_grid_and_nifti_equal_to_the_api(tiny, tmp_path, capsys):

@@ -17,7 +17,6 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless
 
 from meddiff import __version__, api
-from meddiff.cli import main
 from meddiff.data.datasets import _as_sections
 from meddiff.data.readers import load_image
 from meddiff.data.writers import save_nifti, save_png
@@ -26,20 +25,11 @@ from meddiff.nets.unet import preset
 from meddiff.zoo.kinds import DiffusionSpec
 from meddiff.zoo.store import build_denoiser, save
 from dicom_files import SERIES_UID, write_dicom_slice
-from tiny_model import save_tiny
+from conftest import run_cli as _run
 
 X, Y, Z = 16, 12, 2  # a non-square RAS volume: 16 px left -> right, 12 px posterior -> anterior
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(save_tiny(tmp_path_factory.mktemp("model")))
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _anatomy() -> np.ndarray:

@@ -136,28 +136,27 @@ def input_contract(spec: dict[str, Any], card: dict[str, Any] | None = None
                          f"{n - net.get('out_channels', 1)} condition)")
         rows.append(("Channels", channels))
 
-    if data.get("pixel_size"):
-        rows.append(("Pixel size", data["pixel_size"]))
-    elif latent_of:
-        rows.append(("Pixel size", f"that of the input images of {latent_of} (see its card)"))
-    elif simulated:
+    def described(key: str, latent_text: str, simulated_text) -> str:
+        """The spec's own ``data[key]``, else what follows from the latent / simulated data."""
+        if data.get(key):
+            return data[key]
+        if latent_of:
+            return latent_text
+        return simulated_text() if simulated else NOT_RECORDED
+
+    def simulated_pixels() -> str:
         sizes = sorted(spec.get("slice_sizes") or [size])
         mm = [_mm(SIM_FOV_MM / s) for s in (sizes[-1], sizes[0])]
         text = mm[0] if mm[0] == mm[1] else f"{mm[0]}-{mm[1]}"
-        rows.append(("Pixel size", f"{text} mm (the simulated anatomy's {SIM_FOV_MM:.0f} mm "
-                                   f"field of view at {'/'.join(map(str, sizes))} px); "
-                                   f"resample other images to about this pixel size"))
-    else:
-        rows.append(("Pixel size", NOT_RECORDED))
+        return (f"{text} mm (the simulated anatomy's {SIM_FOV_MM:.0f} mm field of view at "
+                f"{'/'.join(map(str, sizes))} px); resample other images to about this pixel "
+                "size")
 
-    if data.get("orientation"):
-        rows.append(("Orientation", data["orientation"]))
-    elif latent_of:
-        rows.append(("Orientation", f"that of the input images of {latent_of}"))
-    elif simulated:
-        rows.append(("Orientation", SIM_ORIENTATION))
-    else:
-        rows.append(("Orientation", NOT_RECORDED))
+    rows.append(("Pixel size", described(
+        "pixel_size", f"that of the input images of {latent_of} (see its card)",
+        simulated_pixels)))
+    rows.append(("Orientation", described(
+        "orientation", f"that of the input images of {latent_of}", lambda: SIM_ORIENTATION)))
 
     if data.get("intensity"):
         value = data["intensity"]
