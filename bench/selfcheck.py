@@ -20,6 +20,7 @@ runs of the check).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def main() -> None:
         r = rows[-1]
         print(f"{name:40s} CS {r['psnr_cs']:6.2f}  {a.method} {r['psnr_diffusion']:6.2f}  "
               f"blend {r['psnr_blend']:6.2f}  picks better {r['picks_better']:.0%}", flush=True)
-    command = "python bench/selfcheck.py" + (" --quick" if a.quick else "")
+    command = " ".join(["python bench/selfcheck.py"] + sys.argv[1:])
     doc = {**run_header(command, a.device), "model": model.name, "method": a.method,
            "steps": a.steps, "options": a.options, "setting": "MRI 4x random single-coil",
            "cs_lam": lam, "held_out_fraction": FRACTION, "weights": list(WEIGHTS),
