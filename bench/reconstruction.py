@@ -53,6 +53,9 @@ from meddiff.physics.acquisition import FULL_VIEWS, simulate_ct, simulate_mri
 from meddiff.tasks import reconstruction as rt
 
 ROOT = Path(__file__).resolve().parents[1]
+# the priors of this bench's protocol (64 px, 2.95 mm slices); the native-resolution prior is
+# compared in bench/resolution.py
+BENCH_MODELS = {"mri": "brain-prior-64", "ct": "ct-prior-64"}
 T0 = 200
 # name -> (steps, options) of the full-length rows and the CCDF (t0 = T0, <= 20 NFE) rows
 FULL = {"score-mri": (100, {}), "song": (100, {}), "mcg": (100, {"alpha": 1.0}),
@@ -360,7 +363,7 @@ def run_headline(a) -> None:
               "ct": subset(ct_images("test"), a.n_slices, a.seed)}
     rows = []
     for s, method in HEADLINE:
-        model = api.load_model(rt.DEFAULT_MODELS[s["modality"]], device=a.device)
+        model = api.load_model(BENCH_MODELS[s["modality"]], device=a.device)
         steps, opts = FULL[method]
         row, _ = evaluate(model, s, images[s["modality"]], method, a.seed, a.batch, steps=steps,
                           **opts)
@@ -377,8 +380,8 @@ def run_headline(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mri-model", default=rt.DEFAULT_MODELS["mri"])
-    p.add_argument("--ct-model", default=rt.DEFAULT_MODELS["ct"])
+    p.add_argument("--mri-model", default=BENCH_MODELS["mri"])
+    p.add_argument("--ct-model", default=BENCH_MODELS["ct"])
     p.add_argument("--complex-model", default="",
                    help="optional two-channel complex prior (e.g. runs/mri-complex-64) for an "
                         "extra row on the data with phase")

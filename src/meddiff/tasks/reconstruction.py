@@ -66,7 +66,9 @@ from meddiff.tasks.selfcheck import checked_run
 from meddiff.zoo.catalogue import bundled
 from meddiff.zoo.store import load
 
-DEFAULT_MODELS = {"mri": "brain-prior-64", "ct": "ct-prior-64"}  # the bundled priors per modality
+# the bundled priors per modality: the native-resolution brain prior runs on slices of any size
+# at 0.7-3 mm pixels (bench/resolution.py); brain-prior-64 stays for 64 px, 2.95 mm images
+DEFAULT_MODELS = {"mri": "brain-prior-native", "ct": "ct-prior-64"}
 KSPACE_SUFFIXES = (".h5", ".hdf5")
 
 
