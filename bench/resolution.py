@@ -46,11 +46,11 @@ from meddiff import api
 from meddiff.data.datasets import BrainSlices
 from meddiff.data.writers import atomic_write
 from meddiff.errors import MeddiffError
+from reconstruction import MRI_4X_RANDOM as SETTING
 from reconstruction import (CCDF, FULL, QUICK_CCDF, QUICK_FULL, T0, Table, panel,
                             robustness_sets, subset, tune_cs)
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTING = {"modality": "mri", "mask": "random", "acceleration": 4, "coils": 1}
 SETTING_LABEL = "MRI 4x random single-coil"
 FINER = "finer resolution (1.97 mm, cropped)"
 UNSEEN = "unseen contrast (heavy T2, TE 200 ms)"

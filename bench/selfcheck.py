@@ -31,10 +31,10 @@ from meddiff import api
 from meddiff.eval.metrics import psnr_batch
 from meddiff.tasks import reconstruction as rt
 from meddiff.tasks.selfcheck import FRACTION, WEIGHTS, self_check
+from reconstruction import MRI_4X_RANDOM as SETTING
 from reconstruction import FULL, mri_images, robustness_sets, simulate, subset, tune_cs
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTING = {"modality": "mri", "mask": "random", "acceleration": 4, "coils": 1}
 QUICK_STEPS = 4
 
 
