@@ -19,8 +19,8 @@ weight is tuned on slices of the *validation* slab, never on the test slab.
 - CT: head-CT-like slices (``ct-prior-64``), parallel beam with 30 and 60 views (noiseless)
   and 180 views at a quarter dose (transmission Poisson noise).
 - Rows: the direct baseline (zero-filled / FBP), CS-TV, the supervised UNet, every diffusion
-  method at full length (DPS and Langevin only at MRI 4x random and CT 30 views), and CCDF warm starts (Chung, Sim & Ye 2022, arXiv 2112.05146) at
-  ``t0 = 200`` with at most 20 network evaluations.
+  method at full length (DPS and Langevin only at MRI 4x random and CT 30 views), and CCDF warm starts (Chung, Sim & Ye 2022, arXiv 2112.05146) from
+  VE noise level 0.72 (``t0 = 200`` on the linear schedule) with at most 20 network evaluations.
 - Robustness (MRI 4x random, single-coil, the same prior): a contrast outside the prior's
   training (heavily T2-weighted, TE 200 ms), coronal and sagittal views (the prior saw axial slices only) and a finer
   resolution (1.97 mm pixels, cropped field of view, instead of 2.95 mm).
@@ -49,6 +49,7 @@ from meddiff.data.writers import atomic_write
 from meddiff.eval.figures import save_curve, save_panel
 from meddiff.physics.mri import channels_to_complex
 from meddiff.methods.reconstruction.baselines import CS_ITERS
+from meddiff.methods.reconstruction.ccdf import warm_start_time
 from meddiff.physics.acquisition import FULL_VIEWS, simulate_ct, simulate_mri
 from meddiff.tasks import reconstruction as rt
 
@@ -56,7 +57,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # the priors of this bench's protocol (64 px, 2.95 mm slices); the native-resolution prior is
 # compared in bench/resolution.py
 BENCH_MODELS = {"mri": "brain-prior-64", "ct": "ct-prior-64"}
-T0 = 200
+# CCDF starts at VE noise std 0.72 in model units: t0 = 200 on the linear schedule, 393 on the
+# cosine one (meddiff.methods.reconstruction.ccdf.warm_start_time)
+T0_NOISE = 0.72
+
+
+def t0_of(model) -> float:
+    """The warm-start time of ``model``'s schedule for :data:`T0_NOISE`."""
+    return warm_start_time(model.denoiser.schedule, T0_NOISE)
 MRI_4X_RANDOM = {"modality": "mri", "mask": "random", "acceleration": 4, "coils": 1}  # the headline and robustness setting
 # name -> (steps, options) of the full-length rows and the CCDF (t0 = T0, <= 20 NFE) rows
 FULL = {"score-mri": (100, {}), "song": (100, {}), "mcg": (100, {"alpha": 1.0}),
@@ -116,14 +124,16 @@ def label(s: dict) -> str:
     if s["modality"] == "mri":
         coils = "single-coil" if s["coils"] == 1 else f"{s['coils']} coils"
         return f"MRI {s['acceleration']}x {s['mask']} {coils}" + (
-            ", image with phase" if s.get("phase") else "")
+            ", image with phase" if s.get("phase") else "") + (
+            f", k-space noise {s['noise_std']}" if s.get("noise_std") else "")
     views = f"{s['views'] or FULL_VIEWS} views"
     return f"CT {views}" + (f", dose {s['dose']}" if s["dose"] else "")
 
 
 def simulate(s: dict, images: torch.Tensor, seed: int):
     if s["modality"] == "mri":
-        return simulate_mri(images, s["mask"], s["acceleration"], s["coils"], seed=seed)
+        return simulate_mri(images, s["mask"], s["acceleration"], s["coils"],
+                            s.get("noise_std", 0.0), seed=seed)
     return simulate_ct(images, s["views"], s["dose"], seed=seed)
 
 
@@ -189,8 +199,9 @@ class Table:
                      steps=steps, **opts)
         for name, (steps, opts) in ccdf.items():
             tag = f"{name} CCDF" + ("" if init in ("zero-filled", "fbp") else f" from {init}")
-            row = self.add(tag, name, f"t0 {T0}, {steps} steps, init {init}", steps=steps,
-                           t0=T0, init=init, **opts)
+            t0 = t0_of(self.model)
+            row = self.add(tag, name, f"t0 {t0:g} (noise {T0_NOISE}), {steps} steps, init {init}",
+                           steps=steps, t0=t0, init=init, **opts)
             assert row["nfe"] <= 20, row
 
 
@@ -259,8 +270,9 @@ def phase_rows(table: "Table", full: dict, ccdf: dict, models: dict) -> None:
             table.add(f"{name} (phase from calibration)", name, f"{full[name][0]} steps",
                       steps=full[name][0], view="phase", **full[name][1])
     if "mcg" in ccdf:
-        table.add("mcg CCDF (phase from calibration)", "mcg", f"t0 {T0}, {ccdf['mcg'][0]} steps",
-                  steps=ccdf["mcg"][0], t0=T0, init="zero-filled", view="phase", **ccdf["mcg"][1])
+        t0 = t0_of(table.model)
+        table.add("mcg CCDF (phase from calibration)", "mcg", f"t0 {t0:g}, {ccdf['mcg'][0]} steps",
+                  steps=ccdf["mcg"][0], t0=t0, init="zero-filled", view="phase", **ccdf["mcg"][1])
     table.add("score-mri (re / im as two images)", "score-mri", f"{steps} steps", steps=steps,
               view="batch")
     if "complex" in models:

@@ -44,11 +44,12 @@ import torch
 from common import run_header, write_results
 from meddiff import api
 from meddiff.data.datasets import BrainSlices
+from meddiff.data.modalities import HeadCTSlices
 from meddiff.data.writers import atomic_write
 from meddiff.errors import MeddiffError
 from reconstruction import MRI_4X_RANDOM as SETTING
-from reconstruction import (CCDF, FULL, QUICK_CCDF, QUICK_FULL, T0, Table, panel,
-                            robustness_sets, subset, tune_cs)
+from reconstruction import (CCDF, FULL, QUICK_CCDF, QUICK_FULL, T0_NOISE, Table, label, panel,
+                            robustness_sets, subset, t0_of, tune_cs)
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTING_LABEL = "MRI 4x random single-coil"
@@ -60,11 +61,12 @@ GAIN_8X_DB, GAIN_EQUI_DB = 4.2, 4.0  # targets (d), (e)
 
 
 # ------------------------------------------------------------------------------ data / models
-def native_images(split: str, size: int, n: int, seed: int) -> tuple[torch.Tensor, float]:
-    """``n`` fixed-seed slices (N, 1, size, size) in [0, 1] of ``split`` over all contrasts,
-    rendered at ``size`` (the same selection as ``reconstruction.mri_images`` + ``subset``),
-    and the pixel size in mm."""
-    ds = BrainSlices(split, size=size, augment=False)
+def native_images(split: str, size: int, n: int, seed: int,
+                  modality: str = "mri") -> tuple[torch.Tensor, float]:
+    """``n`` fixed-seed slices (N, 1, size, size) in [0, 1] of ``split`` (MRI: over all
+    contrasts; CT: head-CT-like), rendered at ``size`` (the same selection as
+    ``reconstruction.mri_images`` / ``ct_images`` + ``subset``), and the pixel size in mm."""
+    ds = (HeadCTSlices if modality == "ct" else BrainSlices)(split, size=size, augment=False)
     idx = subset(torch.arange(len(ds)), n, seed).tolist()
     return torch.stack([ds[i]["image"] for i in idx]), float(ds.spacing_mm)
 
@@ -108,8 +110,9 @@ def add_diffusion(table: Table, priors: dict, specs: list, skip: tuple = ()) -> 
             kw = {"steps": steps, **opts}
             setting = f"{steps} steps {opts}" if opts else f"{steps} steps"
             if warm:
-                kw.update(t0=T0, init="zero-filled")
-                setting = f"t0 {T0}, {setting}, init zero-filled"
+                init = "fbp" if table.s["modality"] == "ct" else "zero-filled"
+                kw.update(t0=t0_of(model), init=init)
+                setting = f"t0 {kw['t0']:g} (noise {T0_NOISE}), {setting}, init {init}"
             row = table.add(f"{name} [{label}]", method, setting, model=model, **kw)
             assert not warm or row["nfe"] <= 20, row
             table.rows[-1].update(prior=label, base_method=name,
@@ -120,12 +123,10 @@ def run_size(size: int, priors: dict, specs: list, a, setting: dict = SETTING
              ) -> tuple[dict, Table]:
     """One acquisition ``setting`` (default 4x random) on ``size`` px test slices."""
     n = a.n_slices_256 if size >= 256 else a.n_slices
-    test, mm = native_images("test", size, n, a.seed)
-    val, _ = native_images("val", size, a.n_val, a.seed)
-    name = f"{size} px ({mm:.2f} mm)" + (
-        "" if setting is SETTING else f", {setting['acceleration']}x {setting['mask']}")
-    print(f"{SETTING_LABEL if setting is SETTING else 'MRI'}, {name}, {len(test)} slices",
-          flush=True)
+    test, mm = native_images("test", size, n, a.seed, setting["modality"])
+    val, _ = native_images("val", size, a.n_val, a.seed, setting["modality"])
+    name = f"{size} px ({mm:.2f} mm)" + ("" if setting is SETTING else f", {short(setting)}")
+    print(f"{label(setting)}, {size} px ({mm:.2f} mm), {len(test)} slices", flush=True)
     lam = tune_cs(setting, val, a)
     table = Table(None, setting, test, a)
     table.baselines(lam)
@@ -134,6 +135,13 @@ def run_size(size: int, priors: dict, specs: list, a, setting: dict = SETTING
     group = {"setting": name, "skipped_priors": list(skip), "size": size, "pixel_mm": round(mm, 3), **setting,
              "test_slices": len(test), "cs_lambda": lam, "rows": table.rows}
     return group, table
+
+
+def short(setting: dict) -> str:
+    """The part of a setting's label that differs from the bench's main setting."""
+    if setting["modality"] == "mri":
+        return f"{setting['acceleration']}x {setting['mask']}"
+    return label(setting).removeprefix("CT ")
 
 
 def run_extra(priors: dict, specs: list, a) -> list[dict]:
@@ -244,20 +252,22 @@ def markdown(doc: dict) -> str:
         "**Targets**\n\n" + "\n".join(targets)]) + "\n"
 
 
-def figure(path: Path, group: dict, table: Table, priors: dict, specs: list) -> Path | None:
+def figure(path: Path, group: dict, table: Table, priors: dict, specs: list,
+           title: str = SETTING_LABEL) -> Path | None:
     """Reference / CS-TV / UNet / each prior's MCG (else its first diffusion row) / |error|
     of the middle slice of the largest size."""
     if not specs:
         return None
     name = "mcg" if any(s[0] == "mcg" for s in specs) else specs[0][0]
     names = ["CS-TV", "UNet (supervised)"] + [f"{name} [{p}]" for p in priors]
-    panel(path, f"{SETTING_LABEL}, {group['setting']}", table.images, table.outs, names,
+    panel(path, f"{title}, {group['setting']}", table.images, table.outs, names,
           len(table.images) // 2)
     return path
 
 
-def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(argv=None, description: str = __doc__.splitlines()[0], **defaults):
+    """The options (``defaults`` override the MRI bench's, e.g. ``models``)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--models", nargs="+", default=["brain-prior-64", "brain-prior-native"],
                    help="priors: bundled names or training run directories")
     p.add_argument("--sizes", nargs="+", type=int, default=None,
@@ -267,7 +277,7 @@ def parse(argv=None):
     p.add_argument("--methods", nargs="*", default=["mcg", "score-mri"], choices=list(FULL),
                    help="full-length diffusion methods (steps of bench/reconstruction.py)")
     p.add_argument("--ccdf", nargs="*", default=["mcg"], choices=list(CCDF),
-                   help=f"CCDF warm starts (t0 {T0}, <= 20 NFE)")
+                   help=f"CCDF warm starts (from VE noise {T0_NOISE}, <= 20 NFE)")
     p.add_argument("--skip", nargs="*", default=[], metavar="PRIOR@SIZE",
                    help="leave a prior's diffusion rows out at a size (e.g. brain-prior-64@256:"
                         " its attention over 4096 tokens costs ~7 s per network evaluation)")
@@ -276,6 +286,7 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 64 and 128 px, 2 slices, 4 steps (bench/results/quick/)")
+    p.set_defaults(**defaults)
     a = p.parse_args(argv)
     if a.quick:
         a.sizes, a.n_slices, a.n_slices_256 = a.sizes or [64, 128], 2, 2
@@ -305,7 +316,7 @@ def main() -> None:
     doc = {**run_header(command.strip(), a.device), "setting": SETTING_LABEL,
            "models": {label: m.name for label, m in priors.items()}, "skipped_models": skipped,
            "methods": [{"row": n, "method": m, "steps": s, "options": o,
-                        **({"t0": T0, "init": "zero-filled"} if w else {})}
+                        **({"t0_noise": T0_NOISE, "init": "zero-filled"} if w else {})}
                        for n, m, s, o, w in specs],
            "unet": "the bundled supervised UNet (trained at 64 px, 2.95 mm), applied as it is",
            "val_slices_for_tuning": a.n_val, "seed": a.seed, "quick": a.quick,

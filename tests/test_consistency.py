@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from gaussian_oracle import GaussianEpsNet, random_gaussian
-from meddiff.consistency.steps import (MeasurementGradient, gradient_step, noised_measurement,
-                                       operator_norm_sq, project, projection_callback,
-                                       song_step)
+from meddiff.consistency.steps import (MeasurementGradient, consistency_update, gradient_step,
+                                       noised_measurement, operator_norm_sq, project,
+                                       projection_callback, song_step, weighted_project)
 from meddiff.consistency.views import RealView, as_real
 from meddiff.core.model import Denoiser
 from meddiff.core.samplers import Step
 from meddiff.core.schedule import NoiseSchedule
 from meddiff.errors import InputError
-from meddiff.physics import Inpainting, SingleCoilMRI, random_mask_2d
+from meddiff.physics import Inpainting, SingleCoilMRI, SparseViewCT, random_mask_2d
 from meddiff.physics.base import batch_inner
 
 H = W = 8
@@ -123,6 +123,48 @@ def test_projection_callback_projects_the_ve_state():
     out = cb(Step(0, 310.0, t_next, x, x))
     assert torch.allclose(op.A(out / a), y, atol=1e-5)
     assert torch.allclose(op.A(cb(Step(0, 0.0, -1.0, x, x))), y, atol=1e-6)
+
+
+def test_weighted_projection_is_the_gaussian_map_estimate():
+    """Against the dense closed form ``z = (A^T W A + I / P)^{-1} (A^T W y + x / P)`` on a tiny
+    sparse-view CT with per-ray variances; for single-coil MRI with a scalar variance it is the
+    projection with weight ``P / (P + v)``."""
+    op = SparseViewCT(6, 8)
+    basis = torch.eye(64, dtype=torch.float64).reshape(64, 1, 8, 8)
+    a_mat = op.A(basis).reshape(64, -1).T  # (rays, pixels)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = op.A(torch.randn(1, 1, 8, 8, generator=g, dtype=torch.float64))
+    var = 0.5 + torch.rand(y.shape, generator=g, dtype=torch.float64)
+    prior_var = 0.3
+    w = torch.diag(1 / var.reshape(-1))
+    lhs = a_mat.T @ w @ a_mat + torch.eye(64, dtype=torch.float64) / prior_var
+    exact = torch.linalg.solve(lhs, a_mat.T @ w @ y.reshape(-1) + x.reshape(-1) / prior_var)
+    z = weighted_project(x, op, y, prior_var, var, n_iter=200)
+    assert float((z.reshape(-1) - exact).abs().max()) < 1e-3 * float(exact.abs().max())  # CG tol 1e-4
+    assert torch.equal(weighted_project(x, op, y, 0.0, var), x)
+    mri = _mri("channels")
+    xm = torch.randn(_model_shape("channels"), generator=g)
+    ym = mri.A(torch.randn(xm.shape, generator=g))
+    assert torch.allclose(weighted_project(xm, mri, ym, 0.3, 0.1, n_iter=1),
+                          project(xm, mri, ym, 0.3 / 0.4), atol=1e-5)
+
+
+def test_consistency_update_fades_from_projection_to_nothing():
+    """Early (state much noisier than the data) the step is the projection onto ``a y``; at
+    ``t = 0`` (abar 1) nothing moves; a tiny data variance gives the projection at any time."""
+    op = _inpainting()
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(2, 1, H, W, generator=g), op.A(torch.randn(2, 1, H, W, generator=g))
+    early = consistency_update(x, op, y, 1e-4, 1e-3)
+    assert torch.allclose(early, project(x, op, 1e-2 * y), atol=1e-3)
+    assert torch.equal(consistency_update(x, op, y, 1.0, 0.1), x)
+    assert torch.allclose(consistency_update(x, op, y, 0.5, 1e-9), project(x, op, 0.5 ** 0.5 * y),
+                          atol=1e-5)
+    half = consistency_update(x, op, y, 0.5, 1.0, weight=0.5)
+    m = op.mask  # P = 0.5, noise 0.5: gain 1/2, times the weight 1/2
+    assert torch.allclose(half[..., m], x[..., m] + 0.25 * (0.5 ** 0.5 * y[..., m] - x[..., m]),
+                          atol=1e-5)
 
 
 def test_measurement_gradient_matches_the_gaussian_closed_form():

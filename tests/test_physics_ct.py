@@ -18,7 +18,9 @@ from skimage.transform import iradon, radon, resize
 from meddiff.errors import InputError
 from meddiff.physics import (LimitedAngleCT, ParallelBeamCT, SparseViewCT, TransmissionPoisson,
                              attenuation_to_hu, hu_to_attenuation)
+from meddiff.physics.acquisition import FULL_DOSE_I0, ct_scale, simulate_ct
 from meddiff.physics.ct import MATRIX_BUDGET_BYTES, estimated_matrix_bytes
+from meddiff.physics.noise import GaussianNoise, PoissonNoise, Scaled
 
 N = 64
 
@@ -273,6 +275,26 @@ def test_transmission_poisson_variance_matches_theory():
     assert torch.equal(noisy, TransmissionPoisson(i0)(p, 0))
 
 
+def test_noise_models_state_their_variance():
+    """The plug-in variances agree with the empirical ones (transmission: the delta method at
+    the measured count), and a scaled model's is the inner one over ``scale^2``."""
+    p = torch.tensor([0.5, 2.0, 4.0]).repeat_interleave(40_000).reshape(3, -1)
+    tp = TransmissionPoisson(1e4)
+    noisy = tp(p, 0)
+    plug_in = tp.variance(noisy).double().mean(dim=1)
+    assert torch.all((plug_in / noisy.double().var(dim=1) - 1).abs() < 0.06)
+    scaled = Scaled(tp, 0.1)
+    y = scaled(p / 0.1, 0)
+    assert torch.allclose(y, noisy / 0.1)
+    assert torch.allclose(scaled.variance(y), tp.variance(noisy) / 0.01)
+    g = GaussianNoise(0.3)
+    assert torch.allclose(g.variance(torch.zeros(2, 3, dtype=torch.complex64)),
+                          torch.full((2, 3), 0.09))
+    assert float(PoissonNoise(2.0).variance(torch.tensor([0.0, 10.0]))[1]) == 20.0
+    with pytest.raises(InputError):
+        Scaled(tp, 0.0)
+
+
 def test_transmission_poisson_handles_photon_starvation():
     p = torch.full((1000,), 12.0)  # expected count 1e4 * exp(-12) = 0.06: mostly zero counts
     noisy = TransmissionPoisson(1e4)(p, 1)
@@ -280,6 +302,19 @@ def test_transmission_poisson_handles_photon_starvation():
     assert float(noisy.max()) == pytest.approx(math.log(1e4), rel=1e-6)
     with pytest.raises(InputError):
         TransmissionPoisson(0.5)
+
+
+def test_simulated_low_dose_ct_carries_its_noise_model():
+    """simulate_ct's sinogram is the scaled transmission noise of the operator it returns (the
+    same numbers as applying it by hand), so reconstruction knows the noise variance."""
+    x = torch.rand(2, 1, 32, 32) * 0.6
+    op, y = simulate_ct(x, views=20, dose=0.25, seed=4)
+    k = ct_scale(32)
+    by_hand = TransmissionPoisson(FULL_DOSE_I0 * 0.25)(k * op.A(x),
+                                                       torch.Generator().manual_seed(4)) / k
+    assert torch.equal(y, by_hand)
+    assert isinstance(op.noise, Scaled) and op.noise.scale == k
+    assert simulate_ct(x, views=20, seed=4)[0].noise is None
 
 
 def test_low_dose_ct_simulation_is_reproducible():

@@ -14,7 +14,9 @@ import torch
 from meddiff import cli
 from meddiff.consistency.views import RealView
 from meddiff.data.kspace_io import KSpace
+from meddiff.core.schedule import NoiseSchedule
 from meddiff.errors import InputError
+from meddiff.methods.reconstruction.ccdf import warm_start_time
 from meddiff.physics import birdcage_maps, fft2c
 from meddiff.physics.acquisition import FULL_DOSE_I0, ct_scale, simulate_ct, simulate_mri
 from meddiff.physics.kspace import measurement_from_kspace
@@ -79,6 +81,25 @@ def test_ct_sinogram_and_low_dose_noise_follow_the_delta_method():
     assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
     fbp = rt.run(None, *simulate_ct(x), "fbp").image01  # 180 views: close to the image
     assert rt.metrics(fbp, x)["psnr"] > 25
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_warm_start_noise_level_gives_the_same_start_on_every_schedule(schedule):
+    """``t0 = 200`` is VE noise 0.72 on the linear schedule; the time for that level on each
+    schedule carries it to within one step (golden, by hand from abar = 1 / (1 + 0.7236^2) =
+    0.6564 and the cosine formula of Nichol & Dhariwal 2021: t = 392.9)."""
+    sched = NoiseSchedule(schedule)
+    lin = NoiseSchedule("linear")
+    level = float(lin.sigma_ve(200.0))
+    t0 = warm_start_time(sched, level)
+    assert t0 == int(t0)
+    assert float(sched.sigma_ve(t0 - 1)) <= level <= float(sched.sigma_ve(t0 + 1))
+    if schedule == "linear":
+        assert t0 == 200
+    else:
+        assert abs(t0 - 393) <= 1
+    with pytest.raises(InputError):
+        warm_start_time(sched, 0.0)
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -344,6 +365,10 @@ def _nan_nifti(tmp_path):
      "acceleration must be >= 1"),
     (lambda p: _nifti(p / "ok.nii.gz", _phantom(1)[0, 0].numpy()), ["--views", "8"],
      "apply to --modality ct"),
+    (lambda p: _nifti(p / "ok.nii.gz", _phantom(1)[0, 0].numpy()),
+     ["--t0", "100", "--t0-noise", "0.5"], "not both"),
+    (lambda p: _nifti(p / "ok.nii.gz", _phantom(1)[0, 0].numpy()), ["--t0-noise", "0"],
+     "--t0-noise must be > 0"),
 ])
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny, main, capsys, make, extra,
                                                   message):

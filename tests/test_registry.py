@@ -49,7 +49,7 @@ def test_modifiers_mark_their_system_but_are_no_method_choice():
     choices = registry.methods("reconstruction")
     assert "warm-start" not in choices and "score-mri" in choices
     info = registry.methods("reconstruction", modifiers=True)["warm-start"]
-    assert info.system == "R8" and info.modifier and info.options == ("t0", "init")
+    assert info.system == "R8" and info.modifier and info.options == ("t0", "t0_noise", "init")
     names = list(choices)  # the methods first, then the baselines
     assert names[-4:] == ["zero-filled", "fbp", "cs", "unet"]
     assert not any(choices[n].baseline for n in names[:-4])

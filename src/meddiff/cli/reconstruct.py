@@ -68,6 +68,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--t0", type=finite_float, default=d["t0"],
                    help="CCDF warm start: start at this diffusion time (0..T-1) from --init "
                         "(default: none, the full reverse process from noise)")
+    r.add_argument("--t0-noise", type=finite_float, default=d["t0_noise"],
+                   help="CCDF warm start given as the noise level it starts from (VE noise std "
+                        "in model units [-1, 1], e.g. 0.7); the same start on every schedule, "
+                        "unlike --t0")
     r.add_argument("--init", default=d["init"],
                    choices=[m["method"] for m in rows if m["kind"] == "baseline"],
                    help="warm-start image (default zero-filled for MRI, fbp for CT)")

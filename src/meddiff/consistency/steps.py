@@ -13,6 +13,10 @@ stochastic variants, ``s A z``). Callbacks receive a :class:`~meddiff.core.sampl
 Pieces:
 - :func:`project`: ``x + w A^+(y - A x)``, the hard projection onto ``{A x = y}`` at ``w = 1``
   (Cartesian MRI: replace the sampled k-space; Chung & Ye 2022, arXiv 2110.05243, sec. 3);
+- :func:`weighted_project` and :func:`consistency_update`: the noise-aware step for noisy
+  measurements (``--noise-std``, ``--dose``), weighted least squares with the measurement's
+  noise variance; every projecting callback takes ``noise_var`` and then uses it instead of
+  the projection;
 - :func:`noised_measurement` and :func:`song_step`: the proximal step of Song, Shen, Xing &
   Ermon 2022 (arXiv 2111.08005, sec. 3.2), a blend with weight ``lambda`` towards the
   measurement noised to the state's level;
@@ -30,7 +34,7 @@ import torch
 from meddiff.core.model import Condition, DenoiserWrapper, Prediction
 from meddiff.core.noise import gaussian
 from meddiff.core.samplers import Callback, Step
-from meddiff.physics.base import LinearOperator
+from meddiff.physics.base import LinearOperator, conjugate_gradient
 
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -48,6 +52,48 @@ def project(x: torch.Tensor, operator: LinearOperator, y: torch.Tensor,
     return x + weight * operator.A_dagger(y - operator.A(x))
 
 
+def weighted_project(x: torch.Tensor, operator: LinearOperator, y: torch.Tensor,
+                     prior_var: float, noise_var: torch.Tensor | float,
+                     n_iter: int = 20) -> torch.Tensor:
+    """``argmin_z ||z - x||^2 / prior_var + sum_i |(A z - y)_i|^2 / noise_var_i``.
+
+    Weighted least squares against a Gaussian prior ``z ~ N(x, prior_var I)``, the noise of
+    ``y`` of per-entry variance ``noise_var`` (a scalar or a tensor of ``y``'s shape):
+    ``z = x + d`` with ``(prior_var A^H W A + I) d = prior_var A^H W (y - A x)``,
+    ``W = 1 / noise_var``, by conjugate gradients (``n_iter``; one iteration suffices when
+    ``A A^H`` is a projection and the variance a scalar, e.g. single-coil Cartesian MRI: there
+    ``d`` is :func:`project` with weight ``prior_var / (prior_var + noise_var)``). In the
+    singular basis of ``A`` a component of gain ``l`` moves by ``prior_var l / (prior_var l +
+    noise_var)`` of its residual: well-measured components follow the data, poorly measured
+    ones (sparse-view CT's high frequencies) the prior. ``prior_var <= 0`` returns ``x``.
+    x (B, C, H, W) real.
+    """
+    if prior_var <= 0:
+        return x
+    w = 1.0 / torch.as_tensor(noise_var, dtype=x.dtype, device=x.device).clamp_min(1e-12)
+
+    def normal(d: torch.Tensor) -> torch.Tensor:
+        return prior_var * operator.A_adjoint(w * operator.A(d)) + d
+
+    rhs = prior_var * operator.A_adjoint(w * (y - operator.A(x)))
+    return x + conjugate_gradient(normal, rhs, n_iter, 1e-4)
+
+
+def consistency_update(x: torch.Tensor, operator: LinearOperator, y: torch.Tensor,
+                       abar: float | torch.Tensor, noise_var: torch.Tensor | float,
+                       weight: float = 1.0) -> torch.Tensor:
+    """The noise-aware data step of the VP state ``x`` at ``abar`` for noisy ``y`` (``noise_var``
+    its per-entry variance): ``weight`` times the :func:`weighted_project` step towards the
+    state's measurement ``a y`` with prior variance ``1 - abar`` (the state's own noise) and
+    measurement variance ``abar noise_var`` (the noise of ``a y``). The data count fully while
+    the state is much noisier than they are and fade out as ``t -> 0``, so the result is not
+    pulled onto the noise (the noise-weighted proximal step of DiffPIR, Zhu et al. 2023, CVPRW,
+    arXiv 2305.08995, eq. 13, taken on the state instead of the clean estimate)."""
+    ab = float(abar)
+    z = weighted_project(x, operator, ab ** 0.5 * y, 1.0 - ab, noise_var * ab)
+    return x + weight * (z - x)
+
+
 def noised_measurement(operator: LinearOperator, y: torch.Tensor, abar: float | torch.Tensor,
                        like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Measurement of the VP state at ``abar``: ``sqrt(abar) y + sqrt(1 - abar) A z``,
@@ -62,7 +108,8 @@ def noised_measurement(operator: LinearOperator, y: torch.Tensor, abar: float | 
 
 def song_step(x: torch.Tensor, operator: LinearOperator, y: torch.Tensor,
               abar: float | torch.Tensor, lam: float = 1.0,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None,
+              noise_var: torch.Tensor | float | None = None) -> torch.Tensor:
     """Consistency of the VP state ``x`` (B, C, H, W) at ``abar`` with the noised measurement.
 
     Song et al. 2022 (arXiv 2111.08005, sec. 3.2): on the measured subspace the transformed state
@@ -70,9 +117,13 @@ def song_step(x: torch.Tensor, operator: LinearOperator, y: torch.Tensor,
     ``x + lambda A^+(y_t - A x)`` with ``y_t`` from :func:`noised_measurement`. ``lam = 1`` is
     hard replacement by the noised measurement (as in MCG, arXiv 2206.00941, and the
     k-space guidance of DiffuseRecon, Peng et al. 2022, MICCAI); ``lam = 0`` does nothing.
+    ``noise_var`` (the per-entry variance of ``y``'s noise): :func:`consistency_update` with
+    weight ``lam`` instead (the noise is in ``y`` already, none is added).
     """
     if not 0 <= lam <= 1:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
+    if noise_var is not None:
+        return consistency_update(x, operator, y, abar, noise_var, lam)
     return project(x, operator, noised_measurement(operator, y, abar, x, generator), lam)
 
 
@@ -80,24 +131,30 @@ def _abar(schedule, t: float) -> torch.Tensor:
     return schedule.alpha_bar(torch.tensor(float(t), dtype=torch.float64))
 
 
-def projection_callback(operator: LinearOperator, y: torch.Tensor, schedule) -> Callback:
+def projection_callback(operator: LinearOperator, y: torch.Tensor, schedule,
+                        noise_var: torch.Tensor | float | None = None) -> Callback:
     """Score-MRI data consistency for any VP sampler (Chung & Ye 2022, arXiv 2110.05243,
     sec. 3): project the VE state ``x_t / a`` onto ``{A x = y}``, i.e.
-    ``x_t + A^+(a y - A x_t)``. Exact consistency ``A x = y`` after the last step."""
+    ``x_t + A^+(a y - A x_t)``. Exact consistency ``A x = y`` after the last step; with
+    ``noise_var`` the noise-aware :func:`consistency_update` instead."""
 
     def callback(step: Step) -> torch.Tensor:
-        a = float(_abar(schedule, step.t_next).sqrt())
-        return project(step.x, operator, a * y)
+        abar = _abar(schedule, step.t_next)
+        if noise_var is not None:
+            return consistency_update(step.x, operator, y, abar, noise_var)
+        return project(step.x, operator, float(abar.sqrt()) * y)
 
     return callback
 
 
 def song_callback(operator: LinearOperator, y: torch.Tensor, schedule, lam: float,
-                  generator: torch.Generator | None) -> Callback:
+                  generator: torch.Generator | None,
+                  noise_var: torch.Tensor | float | None = None) -> Callback:
     """:func:`song_step` at the state's time ``t_next`` after every sampler step."""
 
     def callback(step: Step) -> torch.Tensor:
-        return song_step(step.x, operator, y, _abar(schedule, step.t_next), lam, generator)
+        return song_step(step.x, operator, y, _abar(schedule, step.t_next), lam, generator,
+                         noise_var)
 
     return callback
 

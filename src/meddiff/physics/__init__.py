@@ -17,12 +17,12 @@ from meddiff.physics.masks import (achieved_acceleration, calibration_region, eq
                                    poisson_disc_mask_2d, random_mask_1d, random_mask_2d)
 from meddiff.physics.mri import (MultiCoilMRI, PhaseModulated, SingleCoilMRI, channels_to_complex,
                                  complex_to_channels, estimate_phase, fft2c, ifft2c)
-from meddiff.physics.noise import GaussianNoise, PoissonNoise, TransmissionPoisson
+from meddiff.physics.noise import GaussianNoise, PoissonNoise, Scaled, TransmissionPoisson
 from meddiff.physics.registry import OPERATORS
 
 __all__ = [
     "LinearOperator", "conjugate_gradient", "GaussianNoise", "PoissonNoise",
-    "TransmissionPoisson", "SingleCoilMRI", "MultiCoilMRI", "PhaseModulated", "estimate_phase",
+    "TransmissionPoisson", "Scaled", "SingleCoilMRI", "MultiCoilMRI", "PhaseModulated", "estimate_phase",
     "fft2c", "ifft2c",
     "complex_to_channels", "channels_to_complex", "equispaced_mask_1d", "random_mask_1d",
     "random_mask_2d", "poisson_disc_mask_2d", "achieved_acceleration", "calibration_region",

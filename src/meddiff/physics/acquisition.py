@@ -19,7 +19,7 @@ from meddiff.physics.coils import birdcage_maps
 from meddiff.physics.ct import MU_WATER_PER_MM, ParallelBeamCT, SparseViewCT
 from meddiff.physics.masks import equispaced_mask_1d, poisson_disc_mask_2d, random_mask_1d
 from meddiff.physics.mri import MultiCoilMRI, SingleCoilMRI
-from meddiff.physics.noise import GaussianNoise, TransmissionPoisson
+from meddiff.physics.noise import GaussianNoise, Scaled, TransmissionPoisson
 
 MASKS: dict[str, Callable[..., torch.Tensor]] = {
     "random": random_mask_1d, "equispaced": equispaced_mask_1d, "poisson": poisson_disc_mask_2d}
@@ -123,7 +123,8 @@ def simulate_ct(image01: torch.Tensor, views: int | None = None, dose: float | N
     fraction of the full dose (blank scan ``FULL_DOSE_I0 * dose`` counts per bin): the line
     integrals of the attenuation ``ct_scale(H) * x`` get transmission Poisson noise
     (:class:`~meddiff.physics.noise.TransmissionPoisson`, Beer-Lambert + log) and are scaled
-    back; ``None``: noiseless. Returns ``(operator, y)`` with ``y`` (B, 1, views, detectors)
+    back (the operator carries this noise model, so reconstruction knows its variance);
+    ``None``: noiseless. Returns ``(operator, y)`` with ``y`` (B, 1, views, detectors)
     float32, the sinogram of the image-space image (see the module docstring).
     """
     x = check_image01(image01)
@@ -132,10 +133,8 @@ def simulate_ct(image01: torch.Tensor, views: int | None = None, dose: float | N
         raise InputError(f"views must be an integer >= 1, got {views!r}")
     if dose is not None and not (math.isfinite(dose) and dose > 0):
         raise InputError(f"dose must be a fraction of the full dose > 0, got {dose}")
-    op = SparseViewCT(n_views, tuple(x.shape[-2:]))
-    y = op.A(x)
+    noise = None
     if dose is not None:
-        k = ct_scale(max(x.shape[-2:]))
-        gen = torch.Generator(device=x.device).manual_seed(seed)
-        y = TransmissionPoisson(FULL_DOSE_I0 * dose)(k * y, gen) / k
-    return op, y
+        noise = Scaled(TransmissionPoisson(FULL_DOSE_I0 * dose), ct_scale(max(x.shape[-2:])))
+    op = SparseViewCT(n_views, tuple(x.shape[-2:]), noise=noise)
+    return op, op.forward(x, torch.Generator(device=x.device).manual_seed(seed))

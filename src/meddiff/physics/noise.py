@@ -4,8 +4,15 @@ Each model is a callable ``noise(y, generator) -> y_noisy`` that keeps the shape
 of the clean measurement ``y``. Randomness comes only from the ``torch.Generator`` passed in (or a
 seed, see :func:`as_generator`); there is no global RNG state. Names follow deepinv's
 ``GaussianNoise`` / ``PoissonNoise`` (Tachella et al., DeepInverse, deepinv.github.io).
+
+Every model also states its noise: ``variance(y)`` is the per-entry variance of the noise in a
+measurement ``y`` (a plug-in estimate from the noisy ``y`` itself where it depends on the
+signal), the weights of weighted least-squares data consistency
+(:func:`meddiff.consistency.steps.weighted_project`).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -44,6 +51,10 @@ class GaussianNoise:
         n = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=gen)
         return y + self.sigma * n
 
+    def variance(self, y: torch.Tensor) -> torch.Tensor:
+        """``sigma^2`` for every entry (``E|n|^2``, also for complex ``y``): real, ``y``'s shape."""
+        return torch.full(y.shape, self.sigma ** 2, dtype=y.real.dtype, device=y.device)
+
     def __repr__(self) -> str:
         return f"GaussianNoise(sigma={self.sigma})"
 
@@ -67,6 +78,10 @@ class PoissonNoise:
         gen = as_generator(generator, y.device)
         rate = (y / self.gain).clamp_min(0)
         return self.gain * torch.poisson(rate, generator=gen)
+
+    def variance(self, y: torch.Tensor) -> torch.Tensor:
+        """``gain * y`` from the noisy ``y`` (plug-in), at least ``gain^2`` (one count)."""
+        return self.gain * y.clamp_min(self.gain)
 
     def __repr__(self) -> str:
         return f"PoissonNoise(gain={self.gain})"
@@ -98,5 +113,33 @@ class TransmissionPoisson:
         counts = torch.poisson(expected, generator=gen).clamp_min(1.0)
         return torch.log(self.I0 / counts).to(p.dtype)
 
+    def variance(self, p: torch.Tensor) -> torch.Tensor:
+        """``1 / N = exp(p_hat) / I0`` from the noisy line integrals (the delta method with the
+        measured count ``N``, the weights of penalised weighted least squares; Fessler 2000)."""
+        return (torch.exp(p.double().clamp(max=math.log(self.I0))) / self.I0).to(p.dtype)
+
     def __repr__(self) -> str:
         return f"TransmissionPoisson(I0={self.I0:g})"
+
+
+class Scaled:
+    """A noise model acting on ``scale * y``: ``noise(scale * y) / scale``.
+
+    E.g. transmission noise on the line integrals ``k * y`` of a sinogram ``y`` of image-space
+    images (:func:`meddiff.physics.acquisition.simulate_ct`). ``variance(y)`` is the inner
+    model's variance at ``scale * y`` divided by ``scale^2``.
+    """
+
+    def __init__(self, noise, scale: float):
+        if not (math.isfinite(scale) and scale > 0):
+            raise InputError(f"noise scale must be a finite number > 0, got {scale}")
+        self.noise, self.scale = noise, float(scale)
+
+    def __call__(self, y: torch.Tensor, generator: torch.Generator | int | None) -> torch.Tensor:
+        return self.noise(self.scale * y, generator) / self.scale
+
+    def variance(self, y: torch.Tensor) -> torch.Tensor:
+        return self.noise.variance(self.scale * y) / self.scale ** 2
+
+    def __repr__(self) -> str:
+        return f"Scaled({self.noise!r}, scale={self.scale:g})"

@@ -51,6 +51,7 @@ from meddiff.data.writers import all_or_nothing, save_nifti
 from meddiff.errors import InputError
 from meddiff.eval.metrics import nmse_batch, psnr_batch, ssim_batch
 from meddiff.methods import registry
+from meddiff.methods.reconstruction.ccdf import warm_start_time
 from meddiff.methods.reconstruction.interface import Problem, reconstruct
 from meddiff.physics.acquisition import (DEFAULT_ACCELERATION, check_acceleration, is_ct,
                                          simulate_ct, simulate_mri)
@@ -160,9 +161,23 @@ def _view(intensity: str, view: str | None, operator: LinearOperator) -> str:
     return view or "real"
 
 
+def noise_variance(operator: LinearOperator, y: torch.Tensor,
+                   intensity: str) -> torch.Tensor | None:
+    """Per-entry noise variance of the *model-space* measurement (``y``'s shape), from the
+    operator's noise model at the image-space measurement ``y``; None without noise. The
+    model-space measurement ``2 y - A(1)`` of a ``"unit"`` prior has four times the variance."""
+    noise = operator.noise
+    if noise is None or not hasattr(noise, "variance"):
+        return None
+    var = noise.variance(y)
+    if not bool((var > 0).any()):
+        return None
+    return var * (1.0 if intensity == "complex" else 4.0)
+
+
 def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: int = 100,
         t0: float | None = None, init: str | None = None, seed: int = 0, view: str | None = None,
-        cs_lam: float | None = None, **opts) -> Result:
+        cs_lam: float | None = None, noise_aware: bool = True, **opts) -> Result:
     """Reconstruct image-space images from ``y`` (the measurement of the image-space image).
 
     Args:
@@ -177,6 +192,9 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
         view: for MRI with a real-valued prior ``real`` (default), ``phase`` or ``batch``;
             a complex prior always uses ``channels`` (module docstring).
         cs_lam: CS-TV weight relative to ``||A||^2`` (method ``cs`` and ``init="cs"``).
+        noise_aware: when the operator carries a noise model (``noise_std``, ``dose``), weight
+            the data-consistency steps by the noise variance (:func:`noise_variance`) instead
+            of treating the noisy data as exact.
         **opts: the diffusion method's own options (:mod:`meddiff.methods.reconstruction`).
     Returns:
         :class:`Result` with (B, 1, H, W) images in [0, 1] on the CPU.
@@ -208,6 +226,7 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
     if t0 is not None:
         z0 = baseline(operator, y, init or ("fbp" if is_ct(operator) else "zero-filled"), cs_lam)
         init_model = model_space(rv.from_domain(z0), intensity).clamp(-1, 1).float()
+    noise_var = noise_variance(operator, y, intensity) if noise_aware else None
     if method in ("langevin", "ddrm") and isinstance(operator.noise, GaussianNoise):
         # the noise of the model-space measurement: 2 y - A(1) doubles it, a complex prior
         # uses y unchanged
@@ -215,7 +234,7 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
         opts.setdefault("noise_std", scale * operator.noise.sigma)
     with torch.no_grad():
         rec = reconstruct(den, operator, y_model, method, steps, t0, init_model,
-                          generator=seed, view=view, **opts)
+                          generator=seed, view=view, noise_var=noise_var, **opts)
     z = rv.to_domain(image_space(rec.x, intensity))
     image01 = _magnitude01(z.real if view == "real" else z)
     std01 = None
@@ -288,7 +307,8 @@ def write_outputs(out_path: str | Path, result: Result, reference01: torch.Tenso
 
 # ---------------------------------------------------------------------------------- file task
 def _check_options(input: str, out: str, kspace: bool, *, modality, method, mask, acceleration,
-                   coils, coil_mode, noise_std, views, dose, steps, t0, init, seed) -> None:
+                   coils, coil_mode, noise_std, views, dose, steps, t0, t0_noise, init,
+                   seed) -> None:
     """Refuse option combinations that do not apply, before any work."""
     ct = modality == "ct"
     choices = registry.methods("reconstruction")
@@ -310,10 +330,15 @@ def _check_options(input: str, out: str, kspace: bool, *, modality, method, mask
         raise InputError("--coils and --noise-std apply to simulated MRI, not k-space input")
     if acceleration is not None:
         check_acceleration(acceleration)
-    if init is not None and t0 is None:
-        raise InputError("--init needs a warm-start time --t0")
-    if choices[method].baseline and t0 is not None:
-        raise InputError(f"--t0 applies to the diffusion methods, not {method}")
+    if t0 is not None and t0_noise is not None:
+        raise InputError("give the warm start as --t0 or as --t0-noise, not both")
+    if t0_noise is not None and not t0_noise > 0:
+        raise InputError(f"--t0-noise must be > 0, got {t0_noise}")
+    warm = t0 is not None or t0_noise is not None
+    if init is not None and not warm:
+        raise InputError("--init needs a warm-start time --t0 or --t0-noise")
+    if choices[method].baseline and warm:
+        raise InputError(f"--t0 / --t0-noise apply to the diffusion methods, not {method}")
     if coil_mode == "coil-by-coil" and (choices[method].baseline or ct):
         raise InputError("--coil-mode coil-by-coil needs multi-coil MRI data and a diffusion "
                          "method")
@@ -357,7 +382,8 @@ def _problem(input: str, spec, kspace: bool, *, modality, mask, acceleration, co
 @file_task("reconstruct")
 def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="random",
                      acceleration=None, coils=1, coil_mode="sense", noise_std=0.0, views=None,
-                     dose=None, steps=100, t0=None, init=None, cs_lam=None, model=None,
+                     dose=None, steps=100, t0=None, t0_noise=None, init=None, cs_lam=None,
+                     model=None,
                      resize=False, device="auto", seed=0, self_check=True, progress=False,
                      overwrite=False) -> dict:
     """``meddiff reconstruct``: an image file is the ground truth of a simulated acquisition
@@ -385,10 +411,12 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     kspace = Path(str(input)).suffix.lower() in KSPACE_SUFFIXES
     _check_options(str(input), str(out), kspace, modality=modality, method=method, mask=mask,
                    acceleration=acceleration, coils=coils, coil_mode=coil_mode,
-                   noise_std=noise_std, views=views, dose=dose, steps=steps, t0=t0, init=init,
-                   seed=seed)
+                   noise_std=noise_std, views=views, dose=dose, steps=steps, t0=t0,
+                   t0_noise=t0_noise, init=init, seed=seed)
     check_outputs(output_paths(out, "_std", ".png"), [input], overwrite)
     prior = load_model(model or DEFAULT_MODELS[modality], device=device)
+    if t0_noise is not None:
+        t0 = warm_start_time(prior.denoiser.schedule, t0_noise)
     op, y, ref, grid, view = _problem(str(input), prior.spec, kspace, modality=modality,
                                       mask=mask, acceleration=acceleration, coils=coils,
                                       noise_std=noise_std, views=views, dose=dose, resize=resize,

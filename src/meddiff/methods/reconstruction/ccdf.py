@@ -5,7 +5,10 @@ only the times ``<= t0``; a good ``init`` (zero-filled / FBP / CS / UNet) keeps 
 at 10-50x fewer steps.
 
 It is an option of every diffusion reconstruction method (``--t0`` / ``--init``), not a method
-of its own: registered as a *modifier* (:mod:`meddiff.methods.registry`).
+of its own: registered as a *modifier* (:mod:`meddiff.methods.registry`). A time index means
+a different noise level on every schedule (``t0 = 200``: VE noise std 0.72 on the linear
+schedule, 0.35 on the cosine one), so the start may also be given as that noise level
+(``--t0-noise``, :func:`warm_start_time`).
 """
 from __future__ import annotations
 
@@ -14,11 +17,22 @@ from typing import Callable
 import torch
 
 from meddiff.core.noise import gaussian
+from meddiff.errors import InputError
 from meddiff.methods.registry import register
 
 
+def warm_start_time(schedule, noise: float) -> float:
+    """The warm-start time ``t0`` (rounded to an integer step) at which the forward-diffused
+    init carries VE noise std ``noise`` (model-space units, ``x_t / sqrt(abar) = init +
+    noise * z``), the same start on every schedule. ``noise`` must be > 0."""
+    if not noise > 0:
+        raise InputError(f"the warm-start noise level must be > 0, got {noise}")
+    t = schedule.t_from_sigma_ve(noise).round().clamp(0, schedule.num_steps - 1)
+    return float(t)
+
+
 @register("warm-start", family="reconstruction", system="R8", modifier=True,
-          options=("t0", "init"),
+          options=("t0", "t0_noise", "init"),
           summary="R8 CCDF: start every diffusion method at t0 from the diffused init")
 def start_state(model, shape: tuple[int, ...], ts: torch.Tensor, init: torch.Tensor | None,
                 generator: torch.Generator, device) -> Callable[[], torch.Tensor]:

@@ -25,7 +25,7 @@ def diffuserecon(p: Problem, n_samples: int = 4, t_refine: float = 20, lam: floa
     """
     if n_samples < 1:
         raise InputError(f"diffuserecon needs n_samples >= 1, got {n_samples}")
-    cb = song_callback(p.op, p.y, p.model.schedule, lam, p.generator)
+    cb = song_callback(p.op, p.y, p.model.schedule, lam, p.generator, p.noise_var)
     samples = torch.stack([run_sampler(p, sampler, cb) for _ in range(n_samples)])
     mean = samples.mean(0)
     std = samples.std(0) if n_samples > 1 else torch.zeros_like(mean)

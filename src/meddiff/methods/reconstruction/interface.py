@@ -11,7 +11,9 @@ Reconstruction``: operator + measurement + generator (+ the network it uses) -> 
   measurement of the model-space image (see
   :meth:`meddiff.consistency.views.RealView.model_measurement`), ``ts`` the reverse times and
   ``start`` draws a start state at ``ts[0]`` (pure noise, or R8's warm start,
-  :mod:`meddiff.methods.reconstruction.ccdf`). Results have the view's model-space shape,
+  :mod:`meddiff.methods.reconstruction.ccdf`), ``noise_var`` the per-entry variance of ``y``'s
+  noise (None: exact data), which makes every projecting consistency step noise-aware
+  (:func:`~meddiff.consistency.steps.consistency_update`). Results have the view's model-space shape,
   e.g. (2B, 1, H, W) for ``view="batch"``.
 - **baselines** (``baseline=True``, :mod:`meddiff.methods.reconstruction.baselines`):
   ``op`` and ``y`` in the operator's own domain and units (complex (B, 1, H, W) images for
@@ -57,8 +59,8 @@ class Reconstruction:
 @dataclass
 class Problem:
     """What every method gets (see the module docstring): the network, the operator, the
-    measurement, the reverse times, a function drawing a fresh start state at ``ts[0]`` and
-    the generator."""
+    measurement, the reverse times, a function drawing a fresh start state at ``ts[0]``, the
+    generator and the per-entry variance of the measurement's noise (None: exact data)."""
 
     model: object
     op: LinearOperator
@@ -66,6 +68,7 @@ class Problem:
     ts: torch.Tensor | None = None
     start: Start | None = None
     generator: torch.Generator | None = None
+    noise_var: torch.Tensor | float | None = None
 
 
 def run_sampler(p: Problem, sampler: str, callback, x=None, ts=None, **opts) -> torch.Tensor:
@@ -80,7 +83,7 @@ def run_sampler(p: Problem, sampler: str, callback, x=None, ts=None, **opts) -> 
 def reconstruct(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: int = 100,
                 t0: float | None = None, init: torch.Tensor | None = None,
                 generator: torch.Generator | int | None = None, view: ViewMode = "batch",
-                **opts) -> Reconstruction:
+                noise_var: torch.Tensor | float | None = None, **opts) -> Reconstruction:
     """Reconstruct model-space images from measurements ``y`` with a diffusion prior.
 
     Args:
@@ -99,6 +102,8 @@ def reconstruct(model, operator: LinearOperator, y: torch.Tensor, method: str, s
             default ``A^+ y`` when ``t0`` is set.
         generator: ``torch.Generator`` or int seed; required (reproducibility).
         view: how a complex operator maps to real model-space tensors.
+        noise_var: the per-entry variance of the noise in ``y`` (model-space units; a scalar
+            or a tensor of ``y``'s shape), or None for exact data.
         **opts: the method's own options (see each method function).
 
     Returns:
@@ -126,6 +131,6 @@ def reconstruct(model, operator: LinearOperator, y: torch.Tensor, method: str, s
     ts = model.schedule.timesteps(steps, t_start=t0)
     nfe0 = getattr(model, "nfe", 0)
     start = start_state(model, ref.shape, ts, init, g, y.device)
-    out = fn(Problem(model, op, y, ts, start, g), **opts)
+    out = fn(Problem(model, op, y, ts, start, g, noise_var), **opts)
     out.nfe = getattr(model, "nfe", 0) - nfe0
     return out

@@ -33,7 +33,7 @@ def langevin(p: Problem, sigma: float = 0.05, n_chain: int = 200, burn_in: int =
         raise InputError("langevin needs n_chain >= 1, burn_in >= 0, sigma > 0, 0 < step < 1")
     if noise_std is None:
         noise_std = float(getattr(op.noise, "sigma", 0.0))
-    start = run_sampler(p, "ddpm", song_callback(op, y, sched, 1.0, g))
+    start = run_sampler(p, "ddpm", song_callback(op, y, sched, 1.0, g, p.noise_var))
     t = float(sched.t_from_sigma_ve(sigma))
     a = float(sched.alpha_bar(torch.tensor(t)).sqrt())
     sig = float(sched.sigma_ve(t))  # the level the network is evaluated at

@@ -17,7 +17,8 @@ def gradient_guided(p: Problem, alpha: float, project: bool, sampler: str) -> Re
     norm makes ``alpha`` mean the same for every operator (``||A|| = 1`` for Cartesian MRI with
     an orthonormal FFT, so there it is the papers' step; CT's ``||A||`` is ~40-100)."""
     guide = MeasurementGradient(p.model, p.op, p.y)
-    then = song_callback(p.op, p.y, p.model.schedule, 1.0, p.generator) if project else None
+    then = (song_callback(p.op, p.y, p.model.schedule, 1.0, p.generator, p.noise_var)
+            if project else None)
     x = p.start()
     alpha = alpha / math.sqrt(operator_norm_sq(p.op, x))
     x = get_sampler(sampler)(guide, x, p.ts, generator=p.generator,

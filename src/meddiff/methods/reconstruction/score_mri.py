@@ -18,5 +18,5 @@ def score_mri(p: Problem, sampler: str = "pc_vp", snr: float = 0.16,
     if sampler not in ("pc_ve", "pc_vp"):
         raise InputError("score-mri uses a predictor-corrector sampler (pc_ve or pc_vp), "
                          f"not {sampler!r}")
-    cb = projection_callback(p.op, p.y, p.model.schedule)
+    cb = projection_callback(p.op, p.y, p.model.schedule, p.noise_var)
     return Reconstruction(run_sampler(p, sampler, cb, snr=snr, n_corrector=n_corrector))

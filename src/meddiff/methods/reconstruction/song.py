@@ -12,5 +12,5 @@ from meddiff.methods.registry import register
 def song(p: Problem, lam: float = 1.0, sampler: str = "pc_vp", **sampler_opts) -> Reconstruction:
     """Sec. 3.2, inside PC sampling: after every step blend the state with the measurement
     noised to the state's level, weight ``lam`` in [0, 1] on the measured subspace."""
-    cb = song_callback(p.op, p.y, p.model.schedule, lam, p.generator)
+    cb = song_callback(p.op, p.y, p.model.schedule, lam, p.generator, p.noise_var)
     return Reconstruction(run_sampler(p, sampler, cb, **sampler_opts))
