@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from meddiff.train.cards import (DEFAULT_LICENCE, NOT_CLINICAL, NOT_RECORDED, card_markdown,
-                                 input_contract, rewrite_cards)
+from meddiff.train.cards import DEFAULT_LICENCE, NOT_CLINICAL, card_markdown, rewrite_cards
 from meddiff.zoo.catalogue import CARDS_DIR, WEIGHTS_DIR
+from meddiff.zoo.contract import NOT_RECORDED, input_contract
 
 CONTRACT = ("Image size", "Pixel size", "Orientation", "Value range")
 TERMS = ("Intended use", "Limits", "Licence")

@@ -18,7 +18,10 @@ from meddiff.core.schedule import NoiseSchedule
 from meddiff.errors import InputError
 from meddiff.methods.reconstruction.ccdf import warm_start_time
 from meddiff.physics import birdcage_maps, fft2c
-from meddiff.physics.acquisition import FULL_DOSE_I0, ct_scale, simulate_ct, simulate_mri
+from meddiff.data.sinogram_io import Sinogram, load_sinogram, save_sinogram
+from meddiff.physics import ParallelBeamCT, Scaled, TransmissionPoisson
+from meddiff.physics.acquisition import (FULL_DOSE_I0, ct_scale, ct_unit, measurement_from_sinogram,
+                                         simulate_ct, simulate_mri)
 from meddiff.physics.kspace import measurement_from_kspace
 from meddiff.tasks import reconstruction as rt
 from tiny_model import save_tiny
@@ -318,6 +321,64 @@ def test_cli_ct_with_std_map_and_table(tmp_path, tiny, main, capsys):
     assert "fbp" in text and "PSNR dB" in text
     assert nib.load(tmp_path / "ct_recon_std.nii.gz").shape == (S, S)
     assert (tmp_path / "ct_recon.png").exists() and nib.load(out).shape == (S, S)
+
+
+def _sinogram_file(path, n_views: int = 90, i0: float | None = 2e4,
+                   **attrs) -> tuple[str, torch.Tensor]:
+    """A measured sinogram of two phantoms at 1.5 mm pixels (line integrals, transmission
+    noise at ``i0``), written in the sinogram file layout; returns (path, the phantoms)."""
+    x = _phantom(2)
+    op = ParallelBeamCT(S, np.linspace(0, np.pi, n_views, endpoint=False))
+    p = ct_unit(1.5) * op.A(x)
+    if i0 is not None:
+        p = TransmissionPoisson(i0)(p, 0)
+    sino = Sinogram(p[:, 0].numpy(), op.angles.numpy(), 1.5, (S, S), i0)
+    save_sinogram(path, sino)
+    if attrs:
+        with h5py.File(path, "r+") as h5:
+            for k, v in attrs.items():
+                if v is None:
+                    del h5.attrs[k]
+                else:
+                    h5.attrs[k] = v
+    return str(path), x
+
+
+def test_measured_sinogram_round_trips_and_reconstructs(tmp_path, tiny, main, capsys):
+    """The file's line integrals become the image-space sinogram of the phantoms (FBP close to
+    them), the operator carries the stated noise, and the CLI reconstructs it on its grid."""
+    src, x = _sinogram_file(tmp_path / "sino.h5")
+    sino = load_sinogram(src)
+    n_det = ParallelBeamCT(S, [0.0]).n_detectors
+    assert sino.image_size == (S, S) and sino.I0 == 2e4 and sino.sinogram.shape == (2, 90, n_det)
+    op, y = measurement_from_sinogram(sino.sinogram, sino.angles, 1.5, (S, S), sino.I0)
+    assert isinstance(op.noise, Scaled) and op.noise.scale == pytest.approx(ct_unit(1.5))
+    assert rt.metrics(rt.run(None, op, y, "fbp").image01, x)["psnr"] > 24
+    out = tmp_path / "out" / "r.nii.gz"
+    rc = main(["reconstruct", "--input", src, "--modality", "ct", "--method", "mcg", "--steps",
+               "2", "--model", tiny, "--out", str(out), "--device", "cpu", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metrics"] == [] and nib.load(out).shape == (S, S, 2)
+
+
+@pytest.mark.parametrize("attrs,extra,message", [
+    ({"pixel_mm": None}, [], "attribute 'pixel_mm'"),
+    ({"I0": 0.5}, [], "'I0' (blank-scan counts) must be > 1"),
+    ({}, ["--views", "30"], "--views and --dose simulate an acquisition"),
+    ({"image_size": 17}, [], "divisible"),
+])
+def test_bad_sinogram_files_exit_2_with_one_line(tmp_path, tiny, main, capsys, attrs, extra,
+                                                 message):
+    src, _ = _sinogram_file(tmp_path / "bad.h5", **attrs)
+    rc = main(["reconstruct", "--input", src, "--modality", "ct", "--method", "fbp", "--model",
+               tiny, "--out", str(tmp_path / "o" / "r.nii.gz"), "--device", "cpu", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+    rc = main(["reconstruct", "--input", src, "--method", "fbp", "--model", tiny,
+               "--out", str(tmp_path / "o" / "r.nii.gz"), "--device", "cpu"])
+    assert rc == 2 and "pass --modality ct" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def _h5(path, kspace: np.ndarray, mask: np.ndarray | None = None) -> str:

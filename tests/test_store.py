@@ -10,6 +10,7 @@ import torch
 
 from meddiff.errors import ConfigError, InputError
 from meddiff.zoo import catalogue, store
+from meddiff.zoo.contract import NOT_RECORDED
 from meddiff.zoo.kinds import (KINDS, AutoencoderSpec, ClassifierSpec, DiffusionSpec,
                                FeatureEncoderSpec, ReconUNetSpec, SegUNetSpec, kind_of)
 from meddiff.nets.autoencoder import AEConfig
@@ -142,3 +143,27 @@ def test_bundled_models_load_and_the_catalogue_reads_them_without_torch():
             "print(json.dumps([len(rows), 'torch' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [len(names), False]
+
+
+def test_a_model_without_a_markdown_card_gets_the_contract_its_card_would_state(tmp_path):
+    """No markdown card: the contract is the cards' derivation from the spec (not a second,
+    cruder one); a card beside ``NAME.json`` is read back instead and wins."""
+    from meddiff.train.cards import write_card
+
+    path = save_tiny(tmp_path, "mine")
+    info = catalogue.contract(path)
+    assert info["name"] == "mine" and info["kind"] == "diffusion" and info["card"] == ""
+    rows = info["contract"]
+    assert list(rows) == ["Image size", "Channels", "Pixel size", "Orientation", "Value range"]
+    assert rows["Image size"] == ("16 x 16 px (trained on 16 px; other sizes are padded to a "
+                                  "multiple of 2, and meddiff warns below 8 or above 32 px)")
+    assert rows["Channels"] == "1"
+    assert rows["Pixel size"] == rows["Orientation"] == NOT_RECORDED
+    assert rows["Value range"].startswith("image space [0, 1] -> model space [-1, 1]; "
+                                          "meddiff's readers map")
+    doc = json.loads(path.read_text())
+    write_card(path.with_suffix(".md"), "mine", doc["card"], doc["spec"])
+    carded = catalogue.contract(path)
+    assert carded["contract"] == rows and carded["card"] == str(path.with_suffix(".md"))
+    path.with_suffix(".md").write_text("# mine\n\n## Input contract\n\n- **Image size**: 99 px\n")
+    assert catalogue.contract(path)["contract"] == {"Image size": "99 px"}

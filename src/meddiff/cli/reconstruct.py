@@ -40,9 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               epilog=example(EXAMPLE))
     r.add_argument("--input", required=True,
                    help="ground-truth image (NIfTI, DICOM, PNG, TIFF, NPY) for a simulated "
-                        "acquisition, or fastMRI-style k-space (.h5)" + FOLDER_INPUT)
+                        "acquisition, fastMRI-style k-space (.h5), or a measured CT sinogram "
+                        "(.h5 with 'sinogram', 'angles' and attribute pixel_mm; with --modality "
+                        "ct)" + FOLDER_INPUT)
     r.add_argument("--modality", default=d["modality"], choices=("mri", "ct"),
-                   help="what the image file is the ground truth of (k-space input is MRI)")
+                   help="what the image file is the ground truth of (k-space input is MRI, "
+                        "a sinogram CT)")
     r.add_argument("--method", default=d["method"], choices=api.method_choices("reconstruction"),
                    help="diffusion method or baseline (what each does: 'meddiff methods')")
     r.add_argument("--mask", default=d["mask"], choices=t["masks"],

@@ -52,7 +52,7 @@ class KSpace:
                 f"meta={self.meta!r})")
 
 
-def _dataset(path: Path, h5: h5py.File, name: str, sel: tuple = ()) -> np.ndarray | None:
+def h5_dataset(path: Path, h5: h5py.File, name: str, sel: tuple = ()) -> np.ndarray | None:
     """Dataset ``name`` (rows ``sel`` only, read on disk) as an array, None when absent; the
     declared size of what is read is checked against the budget first."""
     if name not in h5:
@@ -84,10 +84,10 @@ def _read_kspace_arrays(path: Path, slices: int | slice | None):
             if isinstance(slices, int):
                 slices = slice(slices % shape[0], slices % shape[0] + 1)
             sel = () if slices is None else (slices,)
-            ksp = _dataset(path, h5, "kspace", sel)
-            ref = _dataset(path, h5, "reconstruction_rss", sel)
-            mask = _dataset(path, h5, "mask")
-            meta = {k: _plain_attr(h5.attrs[k]) for k in KSPACE_META if k in h5.attrs}
+            ksp = h5_dataset(path, h5, "kspace", sel)
+            ref = h5_dataset(path, h5, "reconstruction_rss", sel)
+            mask = h5_dataset(path, h5, "mask")
+            meta = {k: plain_attr(h5.attrs[k]) for k in KSPACE_META if k in h5.attrs}
     except InputError:
         raise
     except Exception as exc:  # h5py OSError for non-HDF5 / truncated files, index errors
@@ -95,7 +95,7 @@ def _read_kspace_arrays(path: Path, slices: int | slice | None):
     return ksp, ref, mask, meta
 
 
-def _plain_attr(value):
+def plain_attr(value):
     """An HDF5 attribute as a plain Python value (numpy scalars unwrapped, bytes decoded)."""
     value = value.item() if isinstance(value, np.generic) else value
     return value.decode() if isinstance(value, bytes) else value

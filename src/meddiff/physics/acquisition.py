@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
 from meddiff.errors import InputError
@@ -70,12 +71,17 @@ def make_mask(kind: str, shape: tuple[int, int], acceleration: float, seed: int)
     return MASKS[kind](tuple(shape), check_acceleration(acceleration), seed=seed)
 
 
+def ct_unit(pixel_mm: float) -> float:
+    """Attenuation per pixel of image value 1 at ``pixel_mm`` (``CT_MU_MAX`` x water, the image
+    space of :class:`~meddiff.data.modalities.HeadCTSlices`): the line integrals of an
+    image-space sinogram ``y`` are ``ct_unit * y``."""
+    return CT_MU_MAX * MU_WATER_PER_MM * pixel_mm
+
+
 def ct_scale(size: int) -> float:
-    """Attenuation per pixel of image value 1 (``CT_MU_MAX`` x water over a ``CT_FOV_MM`` field
-    of view, the image space of :class:`~meddiff.data.modalities.HeadCTSlices`): central line
-    integrals of a head then reach about 4 (see
-    :func:`~meddiff.physics.ct.hu_to_attenuation`)."""
-    return CT_MU_MAX * MU_WATER_PER_MM * CT_FOV_MM / size
+    """:func:`ct_unit` of a ``size`` px image over a ``CT_FOV_MM`` field of view: central line
+    integrals of a head then reach about 4 (see :func:`~meddiff.physics.ct.hu_to_attenuation`)."""
+    return ct_unit(CT_FOV_MM / size)
 
 
 def is_ct(operator: LinearOperator) -> bool:
@@ -138,3 +144,26 @@ def simulate_ct(image01: torch.Tensor, views: int | None = None, dose: float | N
         noise = Scaled(TransmissionPoisson(FULL_DOSE_I0 * dose), ct_scale(max(x.shape[-2:])))
     op = SparseViewCT(n_views, tuple(x.shape[-2:]), noise=noise)
     return op, op.forward(x, torch.Generator(device=x.device).manual_seed(seed))
+
+
+def measurement_from_sinogram(sinogram, angles, pixel_mm: float, image_size: tuple[int, int],
+                              I0: float | None = None) -> tuple[LinearOperator, torch.Tensor]:  # noqa: N803
+    """A measured parallel-beam sinogram as ``(operator, y)`` in the package's convention.
+
+    ``sinogram``: line integrals (slices, views, detectors), one detector bin per pixel;
+    ``angles`` (views,) radians; ``pixel_mm`` the reconstruction grid's pixel size;
+    ``image_size`` (H, W). ``y`` (slices, 1, views, detectors) float32 is the sinogram of the
+    image-space image (line integrals / :func:`ct_unit`). With ``I0`` (blank-scan counts) the
+    operator carries the transmission Poisson noise model (its variance from the measured
+    counts), so reconstruction is noise-aware; without it the data count as exact.
+    """
+    p = torch.as_tensor(np.asarray(sinogram), dtype=torch.float32)
+    if p.dim() != 3:
+        raise InputError(f"a sinogram must be (slices, views, detectors), got {tuple(p.shape)}")
+    k = ct_unit(pixel_mm)
+    noise = None if I0 is None else Scaled(TransmissionPoisson(I0), k)
+    op = ParallelBeamCT(tuple(image_size), np.asarray(angles, dtype=np.float64), p.shape[-1],
+                        noise=noise)
+    if op.n_views != p.shape[1]:
+        raise InputError(f"the sinogram has {p.shape[1]} views but {op.n_views} angles")
+    return op, p[:, None] / k

@@ -48,13 +48,14 @@ import torch
 from meddiff.consistency.views import RealView
 from meddiff.data.intensity import image_space, model_space
 from meddiff.data.writers import all_or_nothing, save_nifti
+from meddiff.data.sinogram_io import is_sinogram_file, load_sinogram
 from meddiff.errors import InputError
 from meddiff.eval.metrics import nmse_batch, psnr_batch, ssim_batch
 from meddiff.methods import registry
 from meddiff.methods.reconstruction.ccdf import warm_start_time
 from meddiff.methods.reconstruction.interface import Problem, reconstruct
 from meddiff.physics.acquisition import (DEFAULT_ACCELERATION, check_acceleration, is_ct,
-                                         simulate_ct, simulate_mri)
+                                         measurement_from_sinogram, simulate_ct, simulate_mri)
 from meddiff.physics.base import LinearOperator
 from meddiff.physics.kspace import measurement_from_kspace
 from meddiff.physics.mri import MultiCoilMRI, PhaseModulated, SingleCoilMRI, estimate_phase
@@ -306,7 +307,15 @@ def write_outputs(out_path: str | Path, result: Result, reference01: torch.Tenso
 
 
 # ---------------------------------------------------------------------------------- file task
-def _check_options(input: str, out: str, kspace: bool, *, modality, method, mask, acceleration,
+def _input_kind(path: str) -> str:
+    """``"kspace"`` (fastMRI-style HDF5), ``"sinogram"`` (HDF5 with a ``sinogram`` dataset,
+    :mod:`meddiff.data.sinogram_io`) or ``"image"``."""
+    if Path(path).suffix.lower() not in KSPACE_SUFFIXES:
+        return "image"
+    return "sinogram" if is_sinogram_file(path) else "kspace"
+
+
+def _check_options(input: str, out: str, kind: str, *, modality, method, mask, acceleration,
                    coils, coil_mode, noise_std, views, dose, steps, t0, t0_noise, init,
                    seed) -> None:
     """Refuse option combinations that do not apply, before any work."""
@@ -320,8 +329,14 @@ def _check_options(input: str, out: str, kspace: bool, *, modality, method, mask
         raise InputError(f"unknown init {init!r}; choose from {', '.join(baselines())}")
     if coil_mode not in ("sense", "coil-by-coil"):
         raise InputError(f"unknown coil mode {coil_mode!r}; choose from sense, coil-by-coil")
+    kspace = kind == "kspace"
     if kspace and ct:
         raise InputError(f"{input}: k-space input is MRI; drop --modality ct")
+    if kind == "sinogram" and not ct:
+        raise InputError(f"{input}: a sinogram is CT data; pass --modality ct")
+    if kind == "sinogram" and (views is not None or dose is not None):
+        raise InputError("--views and --dose simulate an acquisition; a measured sinogram has "
+                         "its own views and noise (attribute I0)")
     if ct and (acceleration is not None or coils != 1 or noise_std):
         raise InputError("--acceleration, --coils and --noise-std apply to --modality mri")
     if not ct and (views is not None or dose is not None):
@@ -351,14 +366,29 @@ def _check_options(input: str, out: str, kspace: bool, *, modality, method, mask
     output_paths(out, "_std", ".png")
 
 
-def _problem(input: str, spec, kspace: bool, *, modality, mask, acceleration, coils, noise_std,
+def _sinogram_problem(input: str, divisor: int, trained):
+    """(operator, y, None, grid, None) of a measured sinogram file on its own grid."""
+    with reading(input):
+        sino = load_sinogram(input)
+    check_size(sino.image_size, trained, divisor, f"{input}: the sinogram's image grid",
+               resize=False)
+    op, y = measurement_from_sinogram(sino.sinogram, sino.angles, sino.pixel_mm,
+                                      sino.image_size, sino.I0)
+    return op, y, None, Grid.plain(len(y), sino.image_size), None
+
+
+def _problem(input: str, spec, kind: str, *, modality, mask, acceleration, coils, noise_std,
              views, dose, resize, seed):
     """(operator, y, reference01, grid, view) for the input file on its own grid (view None:
     the model's default, see :func:`run`); ``spec``: the prior's
     :class:`~meddiff.zoo.kinds.DiffusionSpec` (training sizes, the divisor its network needs
     the sides divisible by, real or complex)."""
     size, divisor, trained = spec.image_size, spec.net.divisor, spec.trained_sizes
-    if kspace:
+    if kind == "sinogram":
+        if resize:
+            raise InputError(f"{input}: --resize does not apply to a measured sinogram")
+        return _sinogram_problem(input, divisor, trained)
+    if kind == "kspace":
         from meddiff.data.kspace_io import load_kspace
 
         with reading(input):
@@ -389,7 +419,10 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     """``meddiff reconstruct``: an image file is the ground truth of a simulated acquisition
     (MRI: undersampled k-space, :func:`~meddiff.physics.acquisition.simulate_mri`; CT:
     sparse-view / low-dose sinogram, :func:`~meddiff.physics.acquisition.simulate_ct`); an
-    HDF5 file is fastMRI-style k-space (:func:`~meddiff.physics.kspace.measurement_from_kspace`).
+    HDF5 file is fastMRI-style k-space (:func:`~meddiff.physics.kspace.measurement_from_kspace`)
+    or, with a ``sinogram`` dataset, a measured CT sinogram (:mod:`meddiff.data.sinogram_io`,
+    :func:`~meddiff.physics.acquisition.measurement_from_sinogram`; noise-aware when it
+    states its blank-scan counts ``I0``).
     Writes ``out`` (the reconstruction on the file's grid), ``<out>_std`` for methods with an
     uncertainty map and ``<out>.png``. The acquisition is simulated / read at the file's own
     size (image slices reflect-padded to the network's divisor, the results cropped back;
@@ -408,8 +441,8 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     ``"self_check"`` (:func:`meddiff.tasks.selfcheck.report`, or ``{"skipped": reason}``) when
     it ran.
     """
-    kspace = Path(str(input)).suffix.lower() in KSPACE_SUFFIXES
-    _check_options(str(input), str(out), kspace, modality=modality, method=method, mask=mask,
+    kind = _input_kind(str(input))
+    _check_options(str(input), str(out), kind, modality=modality, method=method, mask=mask,
                    acceleration=acceleration, coils=coils, coil_mode=coil_mode,
                    noise_std=noise_std, views=views, dose=dose, steps=steps, t0=t0,
                    t0_noise=t0_noise, init=init, seed=seed)
@@ -417,7 +450,7 @@ def reconstruct_file(input, out, *, modality="mri", method="score-mri", mask="ra
     prior = load_model(model or DEFAULT_MODELS[modality], device=device)
     if t0_noise is not None:
         t0 = warm_start_time(prior.denoiser.schedule, t0_noise)
-    op, y, ref, grid, view = _problem(str(input), prior.spec, kspace, modality=modality,
+    op, y, ref, grid, view = _problem(str(input), prior.spec, kind, modality=modality,
                                       mask=mask, acceleration=acceleration, coils=coils,
                                       noise_std=noise_std, views=views, dose=dose, resize=resize,
                                       seed=seed)

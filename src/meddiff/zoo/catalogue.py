@@ -7,8 +7,9 @@ card ``meddiff/zoo/cards/NAME.md``. A training run's ``out_dir`` holds ``model.j
 format and its checkpoints (:mod:`meddiff.zoo.runs`).
 
 :func:`contract` is what a model expects of its input (image size, channels, pixel size,
-orientation, value range): the *Input contract* section of its markdown card, else what its
-spec states.
+orientation, value range): the *Input contract* section of its markdown card (the source of
+truth where there is one), else :func:`meddiff.zoo.contract.input_contract` of its spec and card
+(the derivation that writes the cards).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from meddiff.errors import InputError
+from meddiff.zoo.contract import input_contract
 from meddiff.zoo.runs import RUN_SPEC
 
 FORMAT = "meddiff-model/2"
@@ -29,9 +31,8 @@ CARDS_DIR = Path(__file__).parent / "cards"
 #: the entries of a model document, their types, and whether one must be there
 _DOCUMENT = {"format": (str, True), "kind": (str, True), "spec": (dict, True),
              "weights": (str, True), "card": (dict, False), "dtype": (str, False)}
-#: the section of a markdown card that states the input contract, and its bullet pattern
+#: the section of a markdown card that states the input contract
 CONTRACT_SECTION = "## Input contract"
-NOT_STATED = "not stated by the model's spec"
 
 #: one line per kind for listings
 KIND_SUMMARIES = {
@@ -146,30 +147,12 @@ def _card_contract(md: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def _spec_contract(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    """What a spec states of the input contract (for a model without a markdown card): its
-    ``data`` entries (``size``, ``pixel_size``, ``orientation``, ``intensity``), else the
-    network's size, channels and intensity, else :data:`NOT_STATED`."""
-    data = {k: str(v) for k, v in (spec.get("data") or {}).items()} \
-        if isinstance(spec.get("data"), dict) else {}
-    net = spec.get("net") if isinstance(spec.get("net"), dict) else {}
-    size = spec.get("image_size", spec.get("size", net.get("image_size")))
-    shape = " x ".join([str(size)] * int(net.get("spatial_dims", 2))) + \
-        (" latent px" if spec.get("autoencoder") else " px") if size else ""
-    ranges = {"unit": "image space [0, 1] -> model space [-1, 1]",
-              "complex": "real and imaginary parts of a complex image of magnitude <= 1"}
-    return [("Image size", data.get("size") or shape or NOT_STATED),
-            ("Channels", str(net.get("in_channels", NOT_STATED))),
-            ("Pixel size", data.get("pixel_size", NOT_STATED)),
-            ("Orientation", data.get("orientation", NOT_STATED)),
-            ("Value range", data.get("intensity") or ranges.get(spec.get("intensity"), NOT_STATED))]
-
-
 def contract(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """What a model (bundled name, ``NAME.json`` or run dir) expects of its input: ``name``,
     ``kind``, ``summary``, ``contract`` ({what: text} for image size, channels, pixel size,
-    orientation, value range: the *Input contract* section of its markdown card, else what its
-    spec states) and ``card`` (the markdown card's path, or ""). Reads JSON and markdown only."""
+    orientation, value range: the *Input contract* section of its markdown card, else
+    :func:`~meddiff.zoo.contract.input_contract` of its spec and card) and ``card`` (the
+    markdown card's path, or ""). Reads JSON and markdown only."""
     json_path = resolve(name_or_path)
     doc = read_document(json_path)
     bundled_card = CARDS_DIR / f"{json_path.stem}.md"
@@ -178,5 +161,5 @@ def contract(name_or_path: str | os.PathLike) -> dict[str, Any]:
     return {"name": str(json_path.parent) if json_path.name == RUN_SPEC else json_path.stem,
             "kind": doc["kind"],
             "summary": card.get("summary") or KIND_SUMMARIES.get(doc["kind"], doc["kind"]),
-            "contract": dict(_card_contract(md) or _spec_contract(doc["spec"])),
+            "contract": dict(_card_contract(md) or input_contract(doc["spec"], card)),
             "card": str(md) if md.is_file() else ""}
