@@ -5,6 +5,9 @@
   brain and a thin scalp (2-5 mm, ~40 HU), partial volume from a 0.5-pixel Gaussian blur.
   Image space: ``(HU + 1000) / 2000`` clipped to [0, 1] (air 0, water 0.5, dense bone 1), so
   image value 1 is twice the attenuation of water (:data:`CT_WINDOW_HU`).
+- :class:`LowDoseCTSlices`: head-CT slices with their low-dose FBP reconstruction (180 views,
+  transmission Poisson noise at a random dose): the pairs of conditional low-dose CT denoising
+  (C1, Xia & Wang 2022, arXiv 2209.15136: the low-dose image as a condition channel).
 - :class:`ComplexBrainSlices`: MR slices with a smooth random phase (a global offset plus a
   polynomial of total degree <= 3 with RMS ``phase_rms`` rad), as in the simulated k-space of
   Chung & Ye 2022 (arXiv 2110.05243, sec. 4). Item ``image`` (2, H, W): real and imaginary
@@ -25,6 +28,7 @@ from scipy import ndimage
 from meddiff.data import augment as aug
 from meddiff.data.datasets import BrainSlices
 from meddiff.errors import ConfigError
+from meddiff.physics.acquisition import simulate_ct
 
 CT_WINDOW_HU = (-1000.0, 1000.0)  # image space [0, 1] <-> this HU window
 CT_TISSUE_HU = (8.0, 37.0, 28.0)  # CSF, GM, WM (DATA.md); lesions count as WM
@@ -74,6 +78,36 @@ class HeadCTSlices(BrainSlices):
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
         item["contrast"] = -1
+        return item
+
+
+class LowDoseCTSlices(HeadCTSlices):
+    """:class:`HeadCTSlices` with their low-dose reconstructions, the pairs of C1.
+
+    Args: as :class:`HeadCTSlices`, plus ``doses`` (lo, hi): the fraction of the full dose
+    (:data:`~meddiff.physics.acquisition.FULL_DOSE_I0` counts per bin) is drawn log-uniformly
+    from it per item. Items: ``image`` (1, H, W) the full-dose image in [0, 1]; ``lowdose``
+    (1, H, W) float32 the ramp-filtered FBP of its 180-view parallel-beam sinogram with
+    transmission Poisson noise at that dose (:func:`~meddiff.physics.acquisition.simulate_ct`),
+    clipped to [0, 1]; ``dose`` (float). The noise is reproducible from (seed, epoch, index).
+    """
+
+    def __init__(self, split: str = "train", size: int = 64, augment: bool | None = None,
+                 seed: int = 0, length: int | None = None, orientation: str = "axial",
+                 doses: tuple[float, float] = (0.05, 0.5)):
+        lo, hi = (float(d) for d in doses)
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"doses must satisfy 0 < lo <= hi <= 1, got {doses}")
+        super().__init__(split, size, augment, seed, length, orientation)
+        self.doses = (lo, hi)
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        rng = np.random.default_rng(self.rng(index).bit_generator.seed_seq.spawn(2)[1])
+        dose = math.exp(rng.uniform(math.log(self.doses[0]), math.log(self.doses[1])))
+        op, y = simulate_ct(item["image"][None], None, dose, seed=int(rng.integers(2 ** 31)))
+        item["lowdose"] = op.fbp(y)[0].clamp(0, 1)
+        item["dose"] = dose
         return item
 
 

@@ -12,6 +12,7 @@ from meddiff.physics.coils import (birdcage_maps, estimate_sensitivity_maps, rss
                                    smooth_random_phase)
 from meddiff.physics.ct import (LimitedAngleCT, ParallelBeamCT, SparseViewCT, attenuation_to_hu,
                                 hu_to_attenuation)
+from meddiff.physics.espirit import espirit_maps
 from meddiff.physics.inpainting import Denoising, Inpainting, random_pixel_mask
 from meddiff.physics.masks import (achieved_acceleration, calibration_region, equispaced_mask_1d,
                                    poisson_disc_mask_2d, random_mask_1d, random_mask_2d)
@@ -26,7 +27,8 @@ __all__ = [
     "fft2c", "ifft2c",
     "complex_to_channels", "channels_to_complex", "equispaced_mask_1d", "random_mask_1d",
     "random_mask_2d", "poisson_disc_mask_2d", "achieved_acceleration", "calibration_region",
-    "birdcage_maps", "estimate_sensitivity_maps", "rss", "smooth_random_phase", "ParallelBeamCT",
+    "birdcage_maps", "estimate_sensitivity_maps", "espirit_maps", "rss", "smooth_random_phase",
+    "ParallelBeamCT",
     "SparseViewCT", "LimitedAngleCT", "hu_to_attenuation", "attenuation_to_hu", "Inpainting",
     "Denoising", "random_pixel_mask", "OPERATORS",
 ]

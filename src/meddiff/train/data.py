@@ -18,7 +18,7 @@ from meddiff.data.datasets import BrainPatches3D, BrainSlices
 from meddiff.data.files import FilesDataset, FilesOptions, discover, split_files, write_split
 from meddiff.data.lesion_bench import LESIONS_BENCH, LESIONS_CLASSIFIER, ClassifierData
 from meddiff.data.lesions import LESIONS_EVAL, LESIONS_TRAIN, LesionConfig
-from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices
+from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices, LowDoseCTSlices
 from meddiff.data.mri_signal import CONTRASTS
 from meddiff.errors import ConfigError
 
@@ -34,10 +34,10 @@ LESION_PRESETS: dict[str, LesionConfig] = {
     "segmentation": SEG_LESIONS}
 
 #: the built-in 2D sources that render at any pixel size (``render_size``)
-_RENDERED = ("brain_slices", "head_ct_slices", "complex_brain_slices")
+_RENDERED = ("brain_slices", "head_ct_slices", "lowdose_ct_slices", "complex_brain_slices")
 
-Dataset2D = Literal["brain_slices", "brain_patches3d", "head_ct_slices", "complex_brain_slices",
-                    "lesion_pairs", "files"]
+Dataset2D = Literal["brain_slices", "brain_patches3d", "head_ct_slices", "lowdose_ct_slices",
+                    "complex_brain_slices", "lesion_pairs", "files"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ class DataConfig(FilesOptions):
     ``lesion`` (1, S, S) {0, 1}, ``contrast`` (int), ``section``; with ``lesions`` (a preset of
     :data:`LESION_PRESETS`) the slices carry synthetic lesions and ``lesion`` is their mask.
     ``brain_patches3d``: cubes (1, S, S, S) at ``spacing_mm``. ``head_ct_slices``: head-CT-like
-    slices (1, S, S), image space ``(HU + 1000) / 2000``. ``complex_brain_slices``: MR slices
+    slices (1, S, S), image space ``(HU + 1000) / 2000``. ``lowdose_ct_slices``: those with
+    ``lowdose`` (1, S, S), their FBP from 180 views at a random 5-50 % dose
+    (:class:`~meddiff.data.modalities.LowDoseCTSlices`). ``complex_brain_slices``: MR slices
     with smooth random phase (2, S, S), real and imaginary channels. ``lesion_pairs``: the
     noise-aware classifier's data (:class:`~meddiff.data.lesion_bench.ClassifierData`): even
     items carry a lesion of the ``lesions`` preset (``label`` 1), odd items are their healthy
@@ -174,6 +176,8 @@ def _dataset(d: DataConfig, size: int, split: str, augment: bool | None,
                               lesions=lesions)
     if d.dataset == "head_ct_slices":
         return HeadCTSlices(split, size=size, augment=augment, seed=d.seed, length=length)
+    if d.dataset == "lowdose_ct_slices":
+        return LowDoseCTSlices(split, size=size, augment=augment, seed=d.seed, length=length)
     if d.dataset == "complex_brain_slices":
         return ComplexBrainSlices(split, size=size, contrasts=d.contrasts, augment=augment,
                                   seed=d.seed, length=length)
