@@ -169,3 +169,24 @@ def test_bad_input_raises_one_line_input_error(call, message):
     with pytest.raises(InputError) as err:
         call(y, mask)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_measurement_from_kspace_estimates_maps_by_espirit_when_the_centre_allows():
+    """fastMRI-style fully sampled 4-coil k-space undersampled 4x (random mask, 8 % centre):
+    at 128 px the 10-column centre gives ESPIRiT maps (kernel 5), at 32 px (3 columns) the
+    low-resolution maps. Measured SENSE errors at 128 px: 0.0366 (ESPIRiT) vs 0.0576
+    (low-resolution)."""
+    from meddiff.physics import fft2c
+    from meddiff.physics.kspace import measurement_from_kspace
+
+    for n, espirit in [(128, True), (32, False)]:
+        x, _ = _phantom(n)
+        ksp = fft2c(x * birdcage_maps((n, n), 4)).numpy()
+        op, y, ref = measurement_from_kspace(ksp, None, None, mask="random", acceleration=4.0)
+        expect = espirit_maps(y, op.mask, kernel=5) if espirit \
+            else estimate_sensitivity_maps(y, op.mask)
+        assert torch.allclose(op.coil_maps, expect, atol=1e-6)
+        if espirit:
+            low = MultiCoilMRI(op.mask, estimate_sensitivity_maps(y, op.mask))
+            err = [float((o.A_dagger(y).abs() - ref).norm() / ref.norm()) for o in (op, low)]
+            assert err[0] < 0.8 * err[1], err

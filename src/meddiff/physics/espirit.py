@@ -2,19 +2,21 @@
 autocalibrating parallel MRI: where SENSE meets GRAPPA", Magn. Reson. Med. 71:990-1001).
 
 Grids and transforms are those of :mod:`meddiff.physics.mri` (centred orthonormal FFT, DC and
-image origin at (H // 2, W // 2)). The steps, with the paper's equations:
+image origin at (H // 2, W // 2)). The steps follow the paper's "Theory" section; its equations
+are written out below in this module's notation rather than cited by number:
 
-1. Calibration matrix ``A`` (Eq. 9): one row per position of a ``k x k`` window inside the fully
-   sampled calibration block, holding that window's ``C k^2`` samples (all coils).
-2. Its SVD ``A = U S V^H`` (Eq. 10); the right singular vectors with singular value above
-   ``sv_threshold * s_max`` span the signal subspace, ``V_par`` (C k^2, n) ("kernels").
-3. The k-space operator ``W = (1 / k^2) sum_r R_r^H V_par V_par^H R_r`` (Eq. 15: the projection
-   onto the signal subspace, averaged over the ``k^2`` windows ``R_r`` that hold a sample),
-   which fully sampled data satisfy, ``W x = x``. It is a convolution, so in image space it acts
-   pixel by pixel as a C x C matrix ``G(r)`` (Eq. 16), and the coil images ``m(r) = S(r) rho(r)``
+1. Calibration matrix ``A``: one row per position of a ``k x k`` window inside the fully sampled
+   calibration block, holding that window's ``C k^2`` samples (all coils).
+2. Its SVD ``A = U S V^H``; the right singular vectors with singular value above
+   ``sv_threshold * s_max`` span the signal subspace; conjugated (the windows themselves lie in
+   the span of ``conj(V)``, see :func:`kernel_space`) they are the kernels ``V_par`` (C k^2, n).
+3. The k-space operator ``W = (1 / k^2) sum_r R_r^H V_par V_par^H R_r`` (the projection onto
+   the signal subspace, averaged over the ``k^2`` windows ``R_r`` that hold a sample), which
+   fully sampled data satisfy, ``W x = x``. It is a convolution, so in image space it acts
+   pixel by pixel as a C x C matrix ``G(r)``, and the coil images ``m(r) = S(r) rho(r)``
    satisfy ``G(r) S(r) = S(r)``: the sensitivities are the eigenvectors of eigenvalue 1.
 4. Per pixel, the eigenvector of the largest eigenvalue of ``G(r)``, kept where that eigenvalue
-   exceeds ``eig_threshold`` (the "crop" that zeroes the background, Sec. "Theory").
+   exceeds ``eig_threshold`` (the "crop" that zeroes the background).
 
 Normalisation of ``G`` (derived here, for this module's transforms). With kernel ``v_j`` (a
 column of ``V_par`` read as (C, k, k)) and ``m = ifft2c(x)``, the window projection sends image
@@ -77,7 +79,7 @@ def _check(kspace: torch.Tensor, mask, kernel: int, sv_threshold: float,
 
 
 def calibration_matrix(calib: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Block-Hankel calibration matrix of a fully sampled block (Uecker et al., 2014, Eq. 9).
+    """Block-Hankel calibration matrix of a fully sampled block (Uecker et al., 2014, step 1).
 
     ``calib``: complex (C, h, w) k-space block. Returns (N, C k^2) with N = (h - k + 1)(w - k + 1)
     rows, one per ``k x k`` window position, and column index ``c k^2 + qy k + qx`` (coil c,
@@ -89,15 +91,16 @@ def calibration_matrix(calib: torch.Tensor, kernel: int) -> torch.Tensor:
 
 
 def kernel_space(calib: torch.Tensor, kernel: int, sv_threshold: float) -> torch.Tensor:
-    """Signal-subspace kernels ``V_par`` of the calibration matrix (Eq. 10).
+    """Signal-subspace kernels ``V_par`` of the calibration matrix (step 2).
 
-    The right singular vectors of :func:`calibration_matrix` whose singular value exceeds
-    ``sv_threshold`` times the largest, conjugated: a window (row of ``A``, read as a column
-    vector ``w``) is ``sum_j u_j s_j conj(v_j)``, so the windows span ``conj(V_par)``, and these
-    are the vectors the projection of step 3 needs. Computed as eigenvectors of the window
-    scatter matrix ``sum_r w_r w_r^H = A^T conj(A) = conj(V) S^2 V^T`` (eigenvalues ``s^2``; a
-    (C k^2)^2 problem however many windows there are). ``calib``: complex (C, h, w). Returns
-    complex128 (C k^2, n), orthonormal columns.
+    The right singular vectors ``v_j`` of :func:`calibration_matrix` whose singular value
+    exceeds ``sv_threshold`` times the largest, conjugated: a window (row of ``A``, read as a
+    column vector ``w``) is ``sum_j u_j s_j conj(v_j)``, so the windows span the ``conj(v_j)``,
+    the vectors the projection of step 3 needs. Computed as eigenvectors of the window scatter
+    matrix ``sum_r w_r w_r^H = A^T conj(A) = conj(V) S^2 V^T`` (eigenvalues ``s^2``; a
+    (C k^2)^2 problem however many windows there are; accumulated in the input's precision,
+    decomposed in complex128). ``calib``: complex (C, h, w). Returns complex128 (C k^2, n),
+    orthonormal columns.
     """
     a = calibration_matrix(calib, kernel)
     gram = (a.transpose(0, 1) @ a.conj()).to(torch.complex128)
@@ -112,7 +115,8 @@ def difference_kernel(kernels: torch.Tensor, n_coils: int, kernel: int) -> torch
     """``K[c, c', d] = sum_{q - q' = d} (V V^H)[(c, q), (c', q')]``: complex (C, C, 2k-1, 2k-1).
 
     ``kernels``: (C k^2, n) from :func:`kernel_space`; offset d = (dy, dx) sits at index
-    (dy + k - 1, dx + k - 1). ``G(r)`` (module docstring) is ``1 / k^2`` times its inverse DFT.
+    (dy + k - 1, dx + k - 1). ``G(r)`` (module docstring) is ``1 / k^2`` times its
+    unnormalised inverse DFT.
     """
     k, c = kernel, n_coils
     proj = (kernels @ kernels.mH).reshape(c, k, k, c, k, k)
@@ -134,7 +138,7 @@ def _phases(n: int, k: int, idx: torch.Tensor) -> torch.Tensor:
 
 def image_space_operator(diff: torch.Tensor, kernel: int, shape: tuple[int, int],
                          rows: slice | None = None) -> torch.Tensor:
-    """The per-pixel ESPIRiT operator ``G(r)`` (Eq. 16) on image rows ``rows`` (default all).
+    """The per-pixel ESPIRiT operator ``G(r)`` (step 3) on image rows ``rows`` (default all).
 
     ``diff``: (C, C, 2k-1, 2k-1) from :func:`difference_kernel`; ``shape``: image (H, W).
     Evaluates ``(sqrt(H W) / k^2) ifft2c(K zero-padded to (H, W))`` on the requested rows as a
@@ -155,8 +159,8 @@ def _top_eigen(diff: torch.Tensor, kernel: int, shape: tuple[int, int]
     """Largest eigenvalue (H, W) float64 and its unit eigenvector (C, H, W) complex128 of
     ``G(r)`` at every pixel, by ``torch.linalg.eigh`` over chunks of image rows.
 
-    ``G`` is formed in complex128 and decomposed in complex64 (30 % faster; eigenvalues and
-    vectors agree with complex128 to 1e-6, below the complex64 output's precision)."""
+    ``G`` is formed in complex128 and decomposed in complex64 (its eigh is 30 % faster; eigenvalues
+    and vectors agree with complex128 to 1e-6, below the complex64 output's precision)."""
     h, w = shape
     c = diff.shape[0]
     step = max(1, _CHUNK_ENTRIES // (w * c * c))
@@ -196,7 +200,7 @@ def kernel_for_calibration(mask, largest: int = 6) -> int:
 
     ``side`` is the shorter side of :func:`~meddiff.physics.masks.calibration_region`. Narrower
     blocks (fewer than ``2 k - 1`` window positions per side) leave the signal subspace of
-    Eq. 10 under-determined, and their maps gave worse SENSE reconstructions than the
+    step 2 under-determined, and their maps gave worse SENSE reconstructions than the
     low-resolution ones in our simulations (64 / 128 px, 8 coils, 4x 1D masks); a result below 3
     means the block is too small for ESPIRiT (use the low-resolution method).
     """
@@ -211,7 +215,7 @@ def espirit_maps(kspace: torch.Tensor, mask, kernel: int = 6, sv_threshold: floa
     ``kspace``: complex (B, C, H, W) multi-coil k-space (any scale; zeros where unsampled);
     ``mask``: binary (H, W) sampling mask with a fully sampled calibration region around DC of
     at least ``kernel x kernel``. ``kernel``: window size k; ``sv_threshold``: singular values
-    kept relative to the largest (Eq. 10); ``eig_threshold``: pixels whose largest eigenvalue of
+    kept relative to the largest (step 2); ``eig_threshold``: pixels whose largest eigenvalue of
     ``G(r)`` is at or below it get zero maps (background). Returns complex64 (B, C, H, W) on
     ``kspace``'s device, root-sum-of-squares 1 where kept, phase aligned to the low-resolution
     maps (module docstring). Raises InputError for bad input.
