@@ -19,7 +19,9 @@ from meddiff.data.files import FilesDataset, FilesOptions, discover, split_files
 from meddiff.data.lesion_bench import LESIONS_BENCH, LESIONS_CLASSIFIER, ClassifierData
 from meddiff.data.lesions import LESIONS_EVAL, LESIONS_TRAIN, LesionConfig
 from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices, LowDoseCTSlices
+from meddiff.data.pet import PETSlices
 from meddiff.data.mri_signal import CONTRASTS
+from meddiff.data.oct import OCTScans
 from meddiff.errors import ConfigError
 
 #: Training lesions of the segmentation networks: the lesion benchmark's family
@@ -37,7 +39,7 @@ LESION_PRESETS: dict[str, LesionConfig] = {
 _RENDERED = ("brain_slices", "head_ct_slices", "lowdose_ct_slices", "complex_brain_slices")
 
 Dataset2D = Literal["brain_slices", "brain_patches3d", "head_ct_slices", "lowdose_ct_slices",
-                    "complex_brain_slices", "lesion_pairs", "files"]
+                    "pet_slices", "complex_brain_slices", "lesion_pairs", "oct_scans", "files"]
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,14 @@ class DataConfig(FilesOptions):
     ``brain_patches3d``: cubes (1, S, S, S) at ``spacing_mm``. ``head_ct_slices``: head-CT-like
     slices (1, S, S), image space ``(HU + 1000) / 2000``. ``lowdose_ct_slices``: those with
     ``lowdose`` (1, S, S), their FBP from 180 views at a random 5-50 % dose
-    (:class:`~meddiff.data.modalities.LowDoseCTSlices`). ``complex_brain_slices``: MR slices
+    (:class:`~meddiff.data.modalities.LowDoseCTSlices`). ``pet_slices``: FDG-like PET (1, S, S)
+    with ``lowcount`` (MLEM of 1e5-5e5 counts) and ``mr`` (T1w of the same anatomy)
+    (:class:`~meddiff.data.pet.PETSlices`). ``complex_brain_slices``: MR slices
     with smooth random phase (2, S, S), real and imaginary channels. ``lesion_pairs``: the
     noise-aware classifier's data (:class:`~meddiff.data.lesion_bench.ClassifierData`): even
     items carry a lesion of the ``lesions`` preset (``label`` 1), odd items are their healthy
-    twins (``label`` 0).
+    twins (``label`` 0). ``oct_scans``: simulated 1-look speckled retinal OCT B-scans
+    (:class:`~meddiff.data.oct.OCTScans`), items ``noisy`` (1, S, S) and the clean ``image``.
 
     ``files``: the user's images and volumes matched by the globs ``paths``, with the options
     of :class:`~meddiff.data.files.FilesOptions` (inherited: ``axis``, ``dims``, ``channels``,
@@ -176,8 +181,12 @@ def _dataset(d: DataConfig, size: int, split: str, augment: bool | None,
                               lesions=lesions)
     if d.dataset == "head_ct_slices":
         return HeadCTSlices(split, size=size, augment=augment, seed=d.seed, length=length)
+    if d.dataset == "pet_slices":
+        return PETSlices(split, size=size, augment=augment, seed=d.seed, length=length)
     if d.dataset == "lowdose_ct_slices":
         return LowDoseCTSlices(split, size=size, augment=augment, seed=d.seed, length=length)
+    if d.dataset == "oct_scans":
+        return OCTScans(split, size=size, augment=augment, seed=d.seed, length=length)
     if d.dataset == "complex_brain_slices":
         return ComplexBrainSlices(split, size=size, contrasts=d.contrasts, augment=augment,
                                   seed=d.seed, length=length)
