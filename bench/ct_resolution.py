@@ -17,12 +17,12 @@ MRI's (``bench/resolution.py``).
 """
 from __future__ import annotations
 
-import sys
 import time
 
-from common import run_header, write_results
+from common import write_results
 from meddiff.data.writers import atomic_write
-from resolution import (ROOT, _table, diffusion_specs, figure, load_priors, parse, run_size)
+from resolution import (ROOT, _table, diffusion_specs, figure, load_priors, parse, results_doc,
+                        run_size)
 
 MAIN = {"modality": "ct", "views": 60, "dose": None}
 EXTRA = [{"modality": "ct", "views": 30, "dose": None},
@@ -53,16 +53,8 @@ def main() -> None:
     fig_dir = out if a.quick else ROOT / "docs" / "figures"
     fig = figure(fig_dir / "resolution_ct.png", groups[-1], tables[a.sizes[-1]], priors, specs,
                  TITLE)
-    command = "python bench/ct_resolution.py " + " ".join(sys.argv[1:])
-    doc = {**run_header(command.strip(), a.device), "setting": TITLE,
-           "models": {label: m.name for label, m in priors.items()}, "skipped_models": skipped,
-           "methods": [{"row": n, "method": m, "steps": s, "options": o, "warm_start": w}
-                       for n, m, s, o, w in specs],
-           "unet": "the bundled supervised UNet (trained at 64 px, 2.95 mm), applied as it is",
-           "val_slices_for_tuning": a.n_val, "seed": a.seed, "quick": a.quick,
-           "sizes": groups, "other_settings": extra,
-           "figure": None if fig is None else str(fig.relative_to(ROOT)),
-           "seconds": round(time.perf_counter() - start, 1)}
+    doc = results_doc("ct_resolution.py", TITLE, a, priors, skipped, specs, groups, extra, fig,
+                      start)
     atomic_write(out / "ct_resolution.md", lambda fh: fh.write(markdown(doc).encode()))
     write_results(out / "ct_resolution.json", doc, fig)
 

@@ -60,7 +60,7 @@ def run_setting(s: dict, model, images, val, a, full) -> dict:
 
 
 def markdown(doc: dict) -> str:
-    out = [f"# Noisy measurements: data as exact vs noise-aware consistency\n",
+    out = ["# Noisy measurements: data as exact vs noise-aware consistency\n",
            f"`{doc['command']}` ({doc['test_slices']} test slices, {doc['seconds']} s)\n"]
     for s in doc["settings"]:
         out += [f"\n## {s['setting']} ({s['model']})\n", "| method | PSNR | SSIM | s/slice |",

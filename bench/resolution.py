@@ -48,8 +48,9 @@ from meddiff.data.modalities import HeadCTSlices
 from meddiff.data.writers import atomic_write
 from meddiff.errors import MeddiffError
 from reconstruction import MRI_4X_RANDOM as SETTING
-from reconstruction import (CCDF, FULL, QUICK_CCDF, QUICK_FULL, T0_NOISE, Table, label, panel,
+from reconstruction import (CCDF, FULL, QUICK_CCDF, QUICK_FULL, T0_NOISE, Table, panel,
                             robustness_sets, subset, t0_of, tune_cs)
+from reconstruction import label as setting_label
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTING_LABEL = "MRI 4x random single-coil"
@@ -126,7 +127,7 @@ def run_size(size: int, priors: dict, specs: list, a, setting: dict = SETTING
     test, mm = native_images("test", size, n, a.seed, setting["modality"])
     val, _ = native_images("val", size, a.n_val, a.seed, setting["modality"])
     name = f"{size} px ({mm:.2f} mm)" + ("" if setting is SETTING else f", {short(setting)}")
-    print(f"{label(setting)}, {size} px ({mm:.2f} mm), {len(test)} slices", flush=True)
+    print(f"{setting_label(setting)}, {size} px ({mm:.2f} mm), {len(test)} slices", flush=True)
     lam = tune_cs(setting, val, a)
     table = Table(None, setting, test, a)
     table.baselines(lam)
@@ -141,7 +142,7 @@ def short(setting: dict) -> str:
     """The part of a setting's label that differs from the bench's main setting."""
     if setting["modality"] == "mri":
         return f"{setting['acceleration']}x {setting['mask']}"
-    return label(setting).removeprefix("CT ")
+    return setting_label(setting).removeprefix("CT ")
 
 
 def run_extra(priors: dict, specs: list, a) -> list[dict]:
@@ -295,6 +296,21 @@ def parse(argv=None, description: str = __doc__.splitlines()[0], **defaults):
     return a
 
 
+def results_doc(script: str, setting: str, a, priors: dict, skipped: list, specs: list,
+                groups: list, extra: list, fig: Path | None, start: float, **more) -> dict:
+    """The results JSON of a resolution bench run (``more``: its own sections)."""
+    command = f"python bench/{script} " + " ".join(sys.argv[1:])
+    return {**run_header(command.strip(), a.device), "setting": setting,
+            "models": {label: m.name for label, m in priors.items()}, "skipped_models": skipped,
+            "methods": [{"row": n, "method": m, "steps": s, "options": o,
+                         **({"t0_noise": T0_NOISE} if w else {})} for n, m, s, o, w in specs],
+            "unet": "the bundled supervised UNet (trained at 64 px, 2.95 mm), applied as it is",
+            "val_slices_for_tuning": a.n_val, "seed": a.seed, "quick": a.quick,
+            "sizes": groups, "other_settings": extra, **more,
+            "figure": None if fig is None else str(fig.relative_to(ROOT)),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
 def main() -> None:
     a = parse()
     start = time.perf_counter()
@@ -312,17 +328,8 @@ def main() -> None:
     out = ROOT / "bench" / "results" / ("quick" if a.quick else "")
     fig_dir = out if a.quick else ROOT / "docs" / "figures"
     fig = figure(fig_dir / "resolution.png", groups[-1], tables[a.sizes[-1]], priors, specs)
-    command = "python bench/resolution.py " + " ".join(sys.argv[1:])
-    doc = {**run_header(command.strip(), a.device), "setting": SETTING_LABEL,
-           "models": {label: m.name for label, m in priors.items()}, "skipped_models": skipped,
-           "methods": [{"row": n, "method": m, "steps": s, "options": o,
-                        **({"t0_noise": T0_NOISE, "init": "zero-filled"} if w else {})}
-                       for n, m, s, o, w in specs],
-           "unet": "the bundled supervised UNet (trained at 64 px, 2.95 mm), applied as it is",
-           "val_slices_for_tuning": a.n_val, "seed": a.seed, "quick": a.quick,
-           "sizes": groups, "other_settings": extra, "robustness": robust, "targets": targets,
-           "figure": None if fig is None else str(fig.relative_to(ROOT)),
-           "seconds": round(time.perf_counter() - start, 1)}
+    doc = results_doc("resolution.py", SETTING_LABEL, a, priors, skipped, specs, groups, extra,
+                      fig, start, robustness=robust, targets=targets)
     atomic_write(out / "resolution.md", lambda fh: fh.write(markdown(doc).encode()))
     write_results(out / "resolution.json", doc, fig)
 
