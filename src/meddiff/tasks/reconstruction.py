@@ -68,9 +68,10 @@ from meddiff.tasks.selfcheck import checked_run
 from meddiff.zoo.catalogue import bundled
 from meddiff.zoo.store import load
 
-# the bundled priors per modality: the native-resolution brain prior runs on slices of any size
-# at 0.7-3 mm pixels (bench/resolution.py); brain-prior-64 stays for 64 px, 2.95 mm images
-DEFAULT_MODELS = {"mri": "brain-prior-native", "ct": "ct-prior-64"}
+# the bundled priors per modality: the native-resolution priors run on slices of any size at
+# 0.7-3 mm pixels (bench/resolution.py, bench/ct_resolution.py); the *-64 priors stay for the
+# 64 px, 2.95 mm protocol of bench/reconstruction.py
+DEFAULT_MODELS = {"mri": "brain-prior-native", "ct": "ct-prior-native"}
 KSPACE_SUFFIXES = (".h5", ".hdf5")
 
 
