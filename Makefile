@@ -48,6 +48,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/reconstruction.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/segmentation.py
+	$(BIN)/python bench/resolution.py
+	$(BIN)/python bench/ct_resolution.py
+	$(BIN)/python bench/noisy.py
+	$(BIN)/python bench/selfcheck.py
+	$(BIN)/python bench/priors.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
