@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import math
 import time
 from dataclasses import dataclass
@@ -285,6 +286,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 + 2 images per contrast, 3 steps, outputs in "
                         "bench/results/quick/")
+    p.add_argument("--tag", default="",
+                   help="a variant run (e.g. another prior): results in detection_TAG.json and "
+                        "detection_examples_TAG.png, leaving the main run's files alone")
     a = p.parse_args()
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     unknown = set(a.methods) - set(METHODS)
@@ -313,16 +317,17 @@ def main() -> None:
         rows += evaluate(m, sets, maps)
     out_dir = ROOT / "bench" / "results" / ("quick" if a.quick else "")
     figures = out_dir if a.quick else ROOT / "docs" / "figures"
-    figure = save_examples(figures / "detection_examples.png", sets, maps,
+    suffix = f"_{a.tag}" if a.tag else ""
+    figure = save_examples(figures / f"detection_examples{suffix}.png", sets, maps,
                            a.figure_images) if maps else None
-    doc = {**run_header("python bench/detection.py" + (" --quick" if a.quick else ""), a.device),
+    doc = {**run_header(" ".join(["python bench/detection.py", *sys.argv[1:]]), a.device),
            "test_images_per_contrast": {c: len(s["test"]) for c, s in sets.items()},
            "val_images_per_contrast": {c: len(s["val"]) for c, s in sets.items()},
            "seed": a.seed, "quick": a.quick, "rows": rows, "skipped": skipped,
            "claims": claims(rows), "figure": str(figure.relative_to(ROOT)) if figure else None,
            "seconds": round(time.perf_counter() - start, 1)}
     print(f"claims: {json.dumps(doc['claims'])}")
-    write_results(out_dir / "detection.json", doc, figure)
+    write_results(out_dir / f"detection{suffix}.json", doc, figure)
 
 
 if __name__ == "__main__":
