@@ -18,7 +18,7 @@ from meddiff.zoo.catalogue import bundled, describe
 from meddiff.zoo.kinds import get_kind
 
 ROOT = Path(__file__).resolve().parents[1]
-UNBUNDLED = {"mri-complex-64", "ldct-cddpm-native", "lesion-classifier-native"}  # configs without bundled weights (yet)
+UNBUNDLED = {"mri-complex-64", "ldct-cddpm-native"}  # configs without bundled weights (yet)
 
 
 @dataclass
