@@ -35,7 +35,7 @@ SETTINGS = [{"modality": "ct", "views": None, "dose": 0.25},
 def rows(table: Table, full: dict) -> None:
     """Each method of :data:`METHODS` with the data taken as exact, then noise-aware."""
     for name in METHODS:
-        steps, opts = full.get(name, QUICK_FULL.get(name, (4, {})))
+        steps, opts = full.get(name, (4, {}))  # --quick: methods QUICK_FULL leaves out
         for aware in (False, True):
             tag = f"{name}, " + ("noise-aware" if aware else "data as exact")
             table.add(tag, name, f"{steps} steps {opts}", steps=steps, noise_aware=aware,

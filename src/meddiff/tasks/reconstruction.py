@@ -163,18 +163,23 @@ def _view(intensity: str, view: str | None, operator: LinearOperator) -> str:
     return view or "real"
 
 
+def _model_noise_scale(intensity: str) -> float:
+    """How much the model-space measurement scales the image-space noise: ``2 y - A(1)`` of a
+    ``"unit"`` prior doubles it, a complex prior uses ``y`` unchanged."""
+    return 1.0 if intensity == "complex" else 2.0
+
+
 def noise_variance(operator: LinearOperator, y: torch.Tensor,
                    intensity: str) -> torch.Tensor | None:
     """Per-entry noise variance of the *model-space* measurement (``y``'s shape), from the
-    operator's noise model at the image-space measurement ``y``; None without noise. The
-    model-space measurement ``2 y - A(1)`` of a ``"unit"`` prior has four times the variance."""
+    operator's noise model at the image-space measurement ``y``; None without noise."""
     noise = operator.noise
     if noise is None or not hasattr(noise, "variance"):
         return None
     var = noise.variance(y)
     if not bool((var > 0).any()):
         return None
-    return var * (1.0 if intensity == "complex" else 4.0)
+    return var * _model_noise_scale(intensity) ** 2
 
 
 def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: int = 100,
@@ -230,10 +235,7 @@ def run(model, operator: LinearOperator, y: torch.Tensor, method: str, steps: in
         init_model = model_space(rv.from_domain(z0), intensity).clamp(-1, 1).float()
     noise_var = noise_variance(operator, y, intensity) if noise_aware else None
     if method in ("langevin", "ddrm") and isinstance(operator.noise, GaussianNoise):
-        # the noise of the model-space measurement: 2 y - A(1) doubles it, a complex prior
-        # uses y unchanged
-        scale = 1.0 if intensity == "complex" else 2.0
-        opts.setdefault("noise_std", scale * operator.noise.sigma)
+        opts.setdefault("noise_std", _model_noise_scale(intensity) * operator.noise.sigma)
     with torch.no_grad():
         rec = reconstruct(den, operator, y_model, method, steps, t0, init_model,
                           generator=seed, view=view, noise_var=noise_var, **opts)
