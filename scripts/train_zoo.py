@@ -93,7 +93,8 @@ def add_realism(name: str, path: Path, cfg: RunConfig, n: int, seed: int) -> Non
 def _has_realism(cfg: RunConfig) -> bool:
     m = cfg.model
     return (cfg.objective.name == "diffusion" and m.condition == "none"
-            and m.autoencoder is None and m.net.spatial_dims == 2)
+            and m.autoencoder is None and m.net.spatial_dims == 2
+            and cfg.objective.options.get("target", "image") == "image")
 
 
 def main() -> None:

@@ -46,6 +46,25 @@ class GaussianEpsNet(nn.Module):
         return out.reshape(x.shape).to(x.dtype)
 
 
+class ConditionalGaussianNet(nn.Module):
+    """Exact v-prediction of a concat-conditioned model for ``x0 | c ~ N(mean(c), std^2 I)``
+    per pixel, the input being ``[x_t, c_1, ..., c_k]`` (model space) and ``mean(c)`` the
+    average of the condition channels: for x0 ~ N(m, s0^2), ``eps = s (x_t - a m) / (a^2 s0^2
+    + s^2)``."""
+
+    def __init__(self, schedule: NoiseSchedule, std: float):
+        super().__init__()
+        self.schedule, self.std = schedule, std
+
+    def forward(self, inp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x, m = inp[:, :1].double(), inp[:, 1:].double().mean(1, keepdim=True)
+        ab = self.schedule.alpha_bar(t.double()).reshape(-1, 1, 1, 1)
+        a, s = ab.sqrt(), (1 - ab).sqrt()
+        eps = s * (x - a * m) / (ab * self.std ** 2 + (1 - ab))
+        x0 = (x - s * eps) / a
+        return (a * eps - s * x0).float()
+
+
 def gaussian_posterior(mu, cov, a_mat, y, noise_std):
     """Posterior mean and covariance of ``x ~ N(mu, cov)`` given ``y = A x + N(0, noise_std^2 I)``."""
     prec = torch.linalg.inv(cov) + a_mat.T @ a_mat / noise_std ** 2

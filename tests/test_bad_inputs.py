@@ -277,7 +277,7 @@ def test_a_failing_later_output_leaves_no_earlier_one(tiny, tmp_path, monkeypatc
     def broken_panel(path, *args, **kwargs):
         raise InputError(f"{path}: cannot write file (disk full)")
 
-    monkeypatch.setattr("meddiff.tasks.prior.save_panel", broken_panel)
+    monkeypatch.setattr("meddiff.tasks.denoising.save_panel", broken_panel)
     src = _scan(tmp_path / "in.nii.gz")
     code, _, err = _run(capsys, "denoise", "--input", src, "--sigma", 0.1, "--model", tiny,
                         "--out", tmp_path / "o.nii.gz", "--device", "cpu")
@@ -411,7 +411,7 @@ def test_every_option_has_help_showing_its_default_and_a_real_example(verb):
     has = {o for a in parser._actions for o in a.option_strings}
     assert ("--device" in has) == ("--seed" in has) == (verb not in ("methods", "models"))
     assert ("--overwrite" in has) == (verb in ("sample", "denoise", "reconstruct", "detect",
-                                               "segment", "demo"))
+                                               "segment", "demo", "translate"))
 
 
 def test_models_name_prints_the_input_contract_without_torch(tmp_path):

@@ -9,7 +9,7 @@ from meddiff.data.crops import RandomCrops
 from meddiff.data.datasets import BrainSlices
 from meddiff.data.intensity import image_space, model_space
 from meddiff.data.modalities import (CT_TISSUE_HU, ComplexBrainSlices, HeadCTSlices,
-                                     LowDoseCTSlices, hu_to_image,
+                                     LowDoseCTSlices, TranslationPairs, hu_to_image,
                                      render_head_ct)
 from meddiff.errors import ConfigError
 from meddiff.physics.acquisition import simulate_ct
@@ -87,6 +87,34 @@ def test_complex_slices_have_the_magnitude_of_the_mr_slice_and_a_smooth_phase():
     assert torch.equal(ComplexBrainSlices("val", contrasts=("T2w",), seed=1)[4]["image"], item["image"])
     with pytest.raises(ConfigError):
         ComplexBrainSlices("val", phase_rms=-1)
+
+
+def _tissue_means(image: torch.Tensor, tissue: torch.Tensor) -> list[float]:
+    """Mean of ``image`` over background, CSF, GM, WM (labels 0-3)."""
+    return [float(image.reshape(-1)[tissue.reshape(-1) == k].mean()) for k in range(4)]
+
+
+def test_translation_pairs_show_one_anatomy_in_two_domains():
+    """T1w -> T2w: the same tissue map, the contrast of CSF and WM inverted (T1w CSF < WM,
+    T2w CSF > WM); T1w -> CT: bone-bright skull around water-like brain; reproducible, and
+    the two images of a pair differ only in rendering."""
+    pairs = TranslationPairs("val", size=64, source="T1w", target="T2w")
+    item = pairs[5]
+    src, tgt = _tissue_means(item["source"], item["tissue"]), _tissue_means(item["image"],
+                                                                            item["tissue"])
+    assert src[1] < src[3] and tgt[1] > tgt[3]  # CSF vs WM
+    assert src[0] < 0.05 and tgt[0] < 0.05  # background
+    again = TranslationPairs("val", size=64, source="T1w", target="T2w")[5]
+    assert torch.equal(again["source"], item["source"]) and torch.equal(again["image"],
+                                                                         item["image"])
+    ct = TranslationPairs("val", size=64, source="T1w", target="CT")[5]
+    assert torch.equal(ct["tissue"], item["tissue"])  # same section, same anatomy
+    brain = ct["image"][0][ct["brain"][0] > 0]
+    assert 0.5 < float(brain.mean()) < 0.53 and float(ct["image"].max()) > 0.8  # water, bone
+    with pytest.raises(ConfigError, match="two different domains"):
+        TranslationPairs(source="T1w", target="T1w")
+    with pytest.raises(ConfigError, match="two different domains"):
+        TranslationPairs(source="T1w", target="PET")
 
 
 def test_intensity_maps_round_trip():

@@ -35,11 +35,12 @@ from meddiff.train.objectives.diffusion import Diffusion, DiffusionOptions
 from meddiff.train.objectives.feature_encoder import (KINDS, FeatureEncoderObjective,
                                                       FeatureEncoderOptions, corrupt)
 from meddiff.train.objectives.reconstruction import ReconOptions, ReconUNet
+from meddiff.train.objectives.regression import RegressionOptions, RegressionUNet
 from meddiff.train.objectives.segmentation import SegUNet, dice_bce_loss
 from meddiff.train.run import export, load_run_config, train
 from meddiff.train.trainer import Trainer
 from meddiff.zoo.kinds import (AutoencoderSpec, ClassifierSpec, DiffusionSpec, FeatureEncoderSpec,
-                               ReconUNetSpec, SegUNetSpec)
+                               ReconUNetSpec, RegressionUNetSpec, SegUNetSpec)
 from meddiff.zoo.store import load
 from ddp_env import as_rank, free_port
 
@@ -97,7 +98,7 @@ def _learns(objective, items: dict, tmp_path: Path, steps: int = 12, **kw) -> tu
 # ------------------------------------------------------------------------------ registry
 def test_registry_lists_every_objective_and_refuses_unknown_names():
     assert set(OBJECTIVES) == {"diffusion", "classifier", "autoencoder", "seg-unet",
-                               "recon-unet", "feature-encoder", "adversarial"}
+                               "recon-unet", "regression", "feature-encoder", "adversarial"}
     assert all(get(n).name == n for n in OBJECTIVES)
     with pytest.raises(ConfigError, match="unknown objective 'difusion'; choose from diffusion"):
         get("difusion")
@@ -126,6 +127,18 @@ def test_concat_condition_equals_the_unconditional_loss_of_a_net_ignoring_it():
     a = cond.loss({"model": IgnoresCondition()}, batch, torch.Generator().manual_seed(3), 0)
     b = plain.loss({"model": base}, batch, torch.Generator().manual_seed(3), 0)
     assert torch.equal(a, b) and a > 0
+
+
+def test_a_list_of_condition_items_is_concatenated_in_order():
+    """P1's PET + MR condition: ``condition: [lowcount, mr]`` -> channels (lowcount, mr) in
+    model space; a list needs concat conditioning."""
+    spec = replace(TINY, net=replace(TINY.net, in_channels=3), condition="concat")
+    batch = {"lowcount": _blobs(2, 16), "mr": _blobs(2, 16, seed=1)}
+    cond = _diffusion(spec, condition=("lowcount", "mr")).condition(batch)
+    assert torch.equal(cond.concat, torch.cat([batch["lowcount"], batch["mr"]], 1) * 2 - 1)
+    with pytest.raises(ConfigError, match="a list of condition items needs model.condition"):
+        _diffusion(replace(TINY, net=replace(TINY.net, num_class_embeds=4), condition="class"),
+                   condition=("lowcount", "mr"))
 
 
 @pytest.mark.parametrize("mode", ["none", "concat", "class", "context"])
@@ -268,6 +281,26 @@ def test_recon_unet_checks_its_data_and_acquisitions(tmp_path):
 
 
 # ------------------------------------------------------------------------------ feature encoder
+def test_regression_unet_is_residual_on_its_first_channel_and_learns_a_fixed_batch(tmp_path):
+    """d + f(d, g): with f = 0 the output is the first input channel; L1 training on a fixed
+    batch of (degraded, guidance) -> target pairs lowers the loss."""
+    spec = RegressionUNetSpec(in_channels=2, out_channels=1, features=TINY_FEATURES,
+                              image_size=32)
+    objective = RegressionUNet(RegressionOptions(source=("low", "mr"), target="image"), spec,
+                               DataConfig(), _cfg(tmp_path))
+    net = objective.networks()["model"]
+    for p in net.net.parameters():
+        nn.init.zeros_(p)
+    items = {"low": _blobs(8, 32), "mr": _blobs(8, 32, seed=1), "image": _blobs(8, 32, seed=2)}
+    assert torch.equal(net(torch.cat([items["low"], items["mr"]], 1)), items["low"])
+    before, after = _learns(objective, items, tmp_path, steps=12, lr=1e-2)
+    assert after < 0.7 * before
+    with pytest.raises(ConfigError, match="names 1 item"):
+        RegressionUNet(RegressionOptions(source="low"), spec, DataConfig(), _cfg(tmp_path))
+    with pytest.raises(ConfigError, match="1 <= out_channels <= in_channels"):
+        RegressionUNetSpec(in_channels=1, out_channels=2)
+
+
 def test_corruptions_do_what_they_claim():
     x = _blobs(4, 32, seed=2)
     gen = torch.Generator().manual_seed(0)

@@ -12,7 +12,8 @@ from meddiff.errors import ConfigError, InputError
 from meddiff.zoo import catalogue, store
 from meddiff.zoo.contract import NOT_RECORDED
 from meddiff.zoo.kinds import (KINDS, AutoencoderSpec, ClassifierSpec, DiffusionSpec,
-                               FeatureEncoderSpec, ReconUNetSpec, SegUNetSpec, kind_of)
+                               FeatureEncoderSpec, ReconUNetSpec, RegressionUNetSpec, SegUNetSpec,
+                               kind_of)
 from meddiff.nets.autoencoder import AEConfig
 from meddiff.nets.classifier import ClassifierConfig
 from meddiff.nets.discriminator import DiscriminatorSpec
@@ -29,6 +30,7 @@ SPECS = {
                                                 norm_num_groups=4), image_size=16,
                                    latent_scale=0.5),
     "recon-unet": ReconUNetSpec(modality="mri", features=SMALL, image_size=32),
+    "regression-unet": RegressionUNetSpec(in_channels=2, features=SMALL, image_size=32),
     "seg-unet": SegUNetSpec(features=SMALL, image_size=32),
     "feature-encoder": FeatureEncoderSpec(),
     "discriminator": DiscriminatorSpec(in_channels=1, channels=(8, 8), image_size=16),
@@ -38,7 +40,8 @@ SPECS = {
 def _probe(kind: str, net: torch.nn.Module) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     size = 32 if kind.endswith("unet") else 16  # BasicUNet halves four times
-    x = torch.rand(2, 2 if kind == "recon-unet" else 1, size, size, generator=g) * 2 - 1
+    channels = 2 if kind in ("recon-unet", "regression-unet") else 1
+    x = torch.rand(2, channels, size, size, generator=g) * 2 - 1
     with torch.no_grad():
         if kind in ("diffusion", "classifier"):
             return net(x, torch.tensor([3.0, 700.0]))

@@ -40,11 +40,12 @@ from meddiff.zoo import catalogue
 _LAZY = {
     "DEFAULT_MODEL": "meddiff.tasks.inputs", "load_model": "meddiff.tasks.inputs",
     "read_slices": "meddiff.tasks.inputs", "Slices": "meddiff.tasks.inputs",
-    "sample": "meddiff.tasks.prior", "denoise": "meddiff.tasks.prior",
-    "sample_files": "meddiff.tasks.prior", "denoise_file": "meddiff.tasks.prior",
+    "sample": "meddiff.tasks.prior", "denoise": "meddiff.tasks.denoising",
+    "sample_files": "meddiff.tasks.prior", "denoise_file": "meddiff.tasks.denoising",
     "reconstruct_file": "meddiff.tasks.reconstruction",
     "detect_file": "meddiff.tasks.detection",
     "segment_file": "meddiff.tasks.segmentation",
+    "translate": "meddiff.tasks.translation", "translate_file": "meddiff.tasks.translation",
     "run_demo": "meddiff.demo",
 }
 

@@ -21,17 +21,18 @@ from meddiff.eval import denoising as dn
 from meddiff.eval.figures import save_grid, save_panel
 from meddiff.tasks.inputs import DEFAULT_MODEL, load_model
 from meddiff.tasks.outputs import check_outputs
-from meddiff.tasks.prior import denoise, sample
+from meddiff.tasks.denoising import denoise
+from meddiff.tasks.prior import sample
 
 SIGMAS = (0.05, 0.1)
 
 
 def _diffusion_methods(model) -> dict[str, tuple[dn.Denoise, int, str]]:
-    def with_prior(method: str, steps: int, seed: int):
-        return lambda y, sigma: denoise(model, y, sigma, method=method, steps=steps, seed=seed)
+    def with_prior(method: str, **opts):
+        return lambda y, sigma: denoise(model, y, sigma, method=method, seed=0, **opts)
 
-    return {"diffusion Tweedie (1 step)": (with_prior("tweedie", 1, 0), 1, "E[x | x_t0]"),
-            "diffusion DDPM from t0": (with_prior("ddpm", 10, 0), 10, "10 steps, 1 posterior sample")}
+    return {"diffusion Tweedie (1 step)": (with_prior("tweedie"), 1, "E[x | x_t0]"),
+            "diffusion DDPM from t0": (with_prior("ddpm", steps=10), 10, "10 steps, 1 posterior sample")}
 
 
 def _panel(path: Path, clean, noisy, outs: dict[str, torch.Tensor], index: int, sigma: float) -> None:

@@ -26,7 +26,7 @@ from meddiff.cli.common import EXIT_USAGE, Parser
 from meddiff.errors import MeddiffError
 
 VERBS = ("sample", "denoise", "demo", "methods", "models", "train", "reconstruct", "detect",
-         "segment")
+         "segment", "translate")
 EXIT_INTERNAL = 1
 
 

@@ -8,6 +8,9 @@
 - :class:`LowDoseCTSlices`: head-CT slices with their low-dose FBP reconstruction (180 views,
   transmission Poisson noise at a random dose): the pairs of conditional low-dose CT denoising
   (C1, Xia & Wang 2022, arXiv 2209.15136: the low-dose image as a condition channel).
+- :class:`TranslationPairs`: the same (warped) anatomy rendered in two domains, an MR contrast
+  or head CT each: the paired training and test data of image translation (T1, Lyu & Wang
+  2022, arXiv 2209.12104: MR <-> CT from co-registered pairs).
 - :class:`ComplexBrainSlices`: MR slices with a smooth random phase (a global offset plus a
   polynomial of total degree <= 3 with RMS ``phase_rms`` rad), as in the simulated k-space of
   Chung & Ye 2022 (arXiv 2110.05243, sec. 4). Item ``image`` (2, H, W): real and imaginary
@@ -27,9 +30,12 @@ from scipy import ndimage
 
 from meddiff.data import augment as aug
 from meddiff.data.datasets import BrainSlices
+from meddiff.data.mri_signal import CONTRASTS
 from meddiff.errors import ConfigError
 from meddiff.physics.acquisition import simulate_ct
 
+#: the domains of :class:`TranslationPairs`: the MR contrasts and head CT
+DOMAINS = (*CONTRASTS, "CT")
 CT_WINDOW_HU = (-1000.0, 1000.0)  # image space [0, 1] <-> this HU window
 CT_TISSUE_HU = (8.0, 37.0, 28.0)  # CSF, GM, WM (DATA.md); lesions count as WM
 AIR_HU, SCALP_HU = -1000.0, 40.0
@@ -108,6 +114,43 @@ class LowDoseCTSlices(HeadCTSlices):
         op, y = simulate_ct(item["image"][None], None, dose, seed=int(rng.integers(2 ** 31)))
         item["lowdose"] = op.fbp(y)[0].clamp(0, 1)
         item["dose"] = dose
+        return item
+
+
+class TranslationPairs(BrainSlices):
+    """One anatomy in two domains: paired slices for supervised image translation.
+
+    Args: ``source`` and ``target``, two different names of :data:`DOMAINS` (an MR contrast,
+    rendered as :class:`BrainSlices` renders it, or ``CT`` as :class:`HeadCTSlices`); the
+    others as :class:`BrainSlices` (healthy). Augmentation warps the anatomy once for both
+    images and varies each MR image on its own (bias, gamma, noise), as two acquisitions of
+    one co-registered subject would differ.
+
+    Items: ``source`` and ``image`` (the target), each (1, S, S) float32 in [0, 1] (MR: the
+    contrast's image space; CT: ``(HU + 1000) / 2000``); ``brain``, ``tissue``, ``lesion``,
+    ``section`` as BrainSlices; ``contrast`` -1.
+    """
+
+    def __init__(self, split: str = "train", size: int = 64, source: str = "T1w",
+                 target: str = "T2w", augment: bool | None = None, seed: int = 0,
+                 length: int | None = None, orientation: str = "axial"):
+        bad = [d for d in (source, target) if d not in DOMAINS]
+        if bad or source == target:
+            raise ConfigError(f"source and target must be two different domains of "
+                              f"{', '.join(DOMAINS)}; got {source!r} -> {target!r}")
+        super().__init__(split, size, ("T1w",), augment, None, seed, length, orientation)
+        self.domains = (source, target)
+
+    def _contrast(self, fr, contrast, brain, rng) -> np.ndarray:
+        """(2, H, W): the source and the target image of the same fractions."""
+        return np.stack([hu_to_image(render_head_ct(fr, self.spacing_mm, rng)) if d == "CT"
+                         else super(TranslationPairs, self)._contrast(fr, d, brain, rng)
+                         for d in self.domains])
+
+    def _get(self, index: int, healthy: bool = False) -> dict:
+        item = super()._get(index, healthy)
+        source, target = item["image"][0, :, None]  # each (1, H, W), see _contrast
+        item.update(source=source, image=target, contrast=-1)
         return item
 
 

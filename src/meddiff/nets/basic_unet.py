@@ -11,16 +11,20 @@ FEATURES = (16, 32, 64, 128, 128, 16)
 
 
 class ResidualUNet(nn.Module):
-    """``d -> d + BasicUNet(d)`` on (B, C, H, W), C = 2 (MRI real / imaginary) or 1 (CT);
-    H and W divisible by 16."""
+    """``d -> d[:, :out] + BasicUNet(d)`` on (B, C, H, W) -> (B, out, H, W), H and W divisible
+    by 16: C = ``channels`` (MRI real / imaginary 2, CT 1, or an image plus extra guidance
+    channels such as PET + MR), ``out`` = ``out_channels`` (default C), the residual taken on
+    the first ``out`` input channels."""
 
-    def __init__(self, channels: int, features: tuple[int, ...] = FEATURES):
+    def __init__(self, channels: int, features: tuple[int, ...] = FEATURES,
+                 out_channels: int | None = None):
         super().__init__()
-        self.net = BasicUNet(spatial_dims=2, in_channels=channels, out_channels=channels,
-                             features=features)
+        self.out_channels = channels if out_channels is None else out_channels
+        self.net = BasicUNet(spatial_dims=2, in_channels=channels,
+                             out_channels=self.out_channels, features=features)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        return d + self.net(d)
+        return d[:, :self.out_channels] + self.net(d)
 
 
 def build_seg_unet(features: tuple[int, ...] = FEATURES) -> BasicUNet:

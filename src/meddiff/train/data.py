@@ -18,7 +18,8 @@ from meddiff.data.datasets import BrainPatches3D, BrainSlices
 from meddiff.data.files import FilesDataset, FilesOptions, discover, split_files, write_split
 from meddiff.data.lesion_bench import LESIONS_BENCH, LESIONS_CLASSIFIER, ClassifierData
 from meddiff.data.lesions import LESIONS_EVAL, LESIONS_TRAIN, LesionConfig
-from meddiff.data.modalities import ComplexBrainSlices, HeadCTSlices, LowDoseCTSlices
+from meddiff.data.modalities import (ComplexBrainSlices, HeadCTSlices, LowDoseCTSlices,
+                                     TranslationPairs)
 from meddiff.data.pet import PETSlices
 from meddiff.data.mri_signal import CONTRASTS
 from meddiff.data.oct import OCTScans
@@ -36,10 +37,12 @@ LESION_PRESETS: dict[str, LesionConfig] = {
     "segmentation": SEG_LESIONS}
 
 #: the built-in 2D sources that render at any pixel size (``render_size``)
-_RENDERED = ("brain_slices", "head_ct_slices", "lowdose_ct_slices", "complex_brain_slices")
+_RENDERED = ("brain_slices", "head_ct_slices", "lowdose_ct_slices", "complex_brain_slices",
+             "oct_scans", "pet_slices", "translation_pairs")
 
 Dataset2D = Literal["brain_slices", "brain_patches3d", "head_ct_slices", "lowdose_ct_slices",
-                    "pet_slices", "complex_brain_slices", "lesion_pairs", "oct_scans", "files"]
+                    "pet_slices", "complex_brain_slices", "lesion_pairs", "oct_scans",
+                    "translation_pairs", "files"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class DataConfig(FilesOptions):
     items carry a lesion of the ``lesions`` preset (``label`` 1), odd items are their healthy
     twins (``label`` 0). ``oct_scans``: simulated 1-look speckled retinal OCT B-scans
     (:class:`~meddiff.data.oct.OCTScans`), items ``noisy`` (1, S, S) and the clean ``image``.
+    ``translation_pairs``: one anatomy in the two ``domains`` (source, target; MR contrasts or
+    ``CT``), items ``source`` and ``image`` (1, S, S)
+    (:class:`~meddiff.data.modalities.TranslationPairs`).
 
     ``files``: the user's images and volumes matched by the globs ``paths``, with the options
     of :class:`~meddiff.data.files.FilesOptions` (inherited: ``axis``, ``dims``, ``channels``,
@@ -89,6 +95,7 @@ class DataConfig(FilesOptions):
     lesions: Literal["train", "eval", "classifier", "segmentation"] | None = None
     render_sizes: tuple[int, ...] = ()
     randomize: float = 0.0
+    domains: tuple[str, str] = ("T1w", "T2w")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -185,6 +192,9 @@ def _dataset(d: DataConfig, size: int, split: str, augment: bool | None,
         return PETSlices(split, size=size, augment=augment, seed=d.seed, length=length)
     if d.dataset == "lowdose_ct_slices":
         return LowDoseCTSlices(split, size=size, augment=augment, seed=d.seed, length=length)
+    if d.dataset == "translation_pairs":
+        return TranslationPairs(split, size=size, source=d.domains[0], target=d.domains[1],
+                                augment=augment, seed=d.seed, length=length)
     if d.dataset == "oct_scans":
         return OCTScans(split, size=size, augment=augment, seed=d.seed, length=length)
     if d.dataset == "complex_brain_slices":

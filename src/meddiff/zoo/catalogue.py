@@ -40,6 +40,7 @@ KIND_SUMMARIES = {
     "classifier": "noise-aware classifier",
     "autoencoder": "KL autoencoder",
     "recon-unet": "supervised reconstruction UNet",
+    "regression-unet": "supervised image-to-image UNet",
     "seg-unet": "supervised segmentation UNet",
     "feature-encoder": "FD-MedEnc feature encoder",
     "discriminator": "adversarial discriminator",

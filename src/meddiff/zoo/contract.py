@@ -62,8 +62,8 @@ def input_contract(spec: dict[str, Any], card: dict[str, Any] | None = None
         rows.append(("Image size", data["size"]))
 
     complex_input = spec.get("intensity") == "complex" or spec.get("modality") == "mri"
-    if net.get("in_channels") or "modality" in spec:
-        n = net.get("in_channels") or (2 if complex_input else 1)
+    if net.get("in_channels") or spec.get("in_channels") or "modality" in spec:
+        n = net.get("in_channels") or spec.get("in_channels") or (2 if complex_input else 1)
         channels = f"{n}"
         if complex_input:
             channels += " (real, imaginary)"

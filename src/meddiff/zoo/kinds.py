@@ -130,6 +130,26 @@ class ReconUNetSpec:
 
 
 @dataclass(frozen=True)
+class RegressionUNetSpec:
+    """A supervised image-to-image residual UNet (the regression baseline of the denoising and
+    translation benches): ``in_channels`` image-space inputs (the image to map first, then any
+    guidance channels) -> ``out_channels`` (the residual is taken on the first input channels);
+    ``data``: free-form description of the training pairs (for the card and the input
+    contract)."""
+
+    in_channels: int = 1
+    out_channels: int = 1
+    features: tuple[int, ...] = FEATURES
+    image_size: int = 64
+    data: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.out_channels <= self.in_channels:
+            raise ConfigError("a regression-unet needs 1 <= out_channels <= in_channels, got "
+                              f"{self.in_channels} -> {self.out_channels}")
+
+
+@dataclass(frozen=True)
 class SegUNetSpec:
     """The supervised segmentation UNet: image (B, 1, H, W) -> mask logits."""
 
@@ -165,6 +185,8 @@ KINDS: dict[str, Kind] = {
     "classifier": Kind(ClassifierSpec, lambda s: NoisyClassifier(s.net)),
     "autoencoder": Kind(AutoencoderSpec, lambda s: build_autoencoder(s.net)),
     "recon-unet": Kind(ReconUNetSpec, lambda s: ResidualUNet(s.channels, tuple(s.features))),
+    "regression-unet": Kind(RegressionUNetSpec, lambda s: ResidualUNet(
+        s.in_channels, tuple(s.features), s.out_channels)),
     "seg-unet": Kind(SegUNetSpec, lambda s: build_seg_unet(tuple(s.features))),
     "feature-encoder": Kind(FeatureEncoderSpec, lambda s: FeatureEncoder()),
     "discriminator": Kind(DiscriminatorSpec, PatchDiscriminator),

@@ -15,10 +15,12 @@ from meddiff.train.objectives.classifier import Classifier
 from meddiff.train.objectives.diffusion import Diffusion
 from meddiff.train.objectives.feature_encoder import FeatureEncoderObjective
 from meddiff.train.objectives.reconstruction import ReconUNet
+from meddiff.train.objectives.regression import RegressionUNet
 from meddiff.train.objectives.segmentation import SegUNet
 
 OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (
-    Diffusion, Classifier, Autoencoder, SegUNet, ReconUNet, FeatureEncoderObjective, Adversarial)}
+    Diffusion, Classifier, Autoencoder, SegUNet, ReconUNet, RegressionUNet,
+    FeatureEncoderObjective, Adversarial)}
 
 
 def get(name: str) -> type[Objective]:

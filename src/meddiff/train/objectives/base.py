@@ -112,3 +112,16 @@ class Objective:
     def loss_text(self) -> str:
         """One line for the card: what the training minimises."""
         raise NotImplementedError
+
+
+class L1PairObjective(Objective):
+    """A supervised image-to-image objective: :meth:`pair` gives the prediction, the loss is
+    the L1 distance of the pair (also the supervised term of adversarial training)."""
+
+    def pair_loss(self, pair: Pair) -> torch.Tensor:
+        return (pair.output - pair.target).abs().mean()
+
+    def loss(self, nets: Mapping[str, nn.Module], batch: dict, generator: torch.Generator,
+             step: int) -> torch.Tensor:
+        return self.pair_loss(self.pair(nets["model"], batch, generator))
+

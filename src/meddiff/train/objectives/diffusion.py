@@ -11,7 +11,8 @@ arXiv:2206.03461). The conditioning mode is the spec's ``condition`` (as MONAI G
 
 * ``concat``: an image-space image (B, Cc, *spatial) in [0, 1], concatenated to ``x_t`` in
   model space (e.g. the image of the conditional mask DDPM, Wolleb et al. 2022, MIDL,
-  arXiv:2112.03145: ``X_t = b (+) x_t``);
+  arXiv:2112.03145: ``X_t = b (+) x_t``); a list of items (e.g. ``[lowcount, mr]``, the PET +
+  MR condition of P1) is concatenated in that order;
 * ``class``: integer labels (B,) into the network's class embedding;
 * ``context``: a cross-attention context (B, L, D), or integer labels (B,) given as one-hot
   contexts (B, 1, D).
@@ -44,13 +45,14 @@ from meddiff.zoo.store import Stored, as_denoiser, load
 
 @dataclass(frozen=True)
 class DiffusionOptions:
-    """``target``: the batch item diffused; ``condition``: the batch item conditioning it
-    (exactly when ``model.condition`` is not ``none``); ``autoencoder``: where to load the
+    """``target``: the batch item diffused; ``condition``: the batch item conditioning it, or
+    (``concat`` only) a list of items stacked as channels in that order (exactly when
+    ``model.condition`` is not ``none``); ``autoencoder``: where to load the
     spec's autoencoder from (default: its name, a bundled model); ``val_items``: held-out items
     of the validation metrics."""
 
     target: str = "image"
-    condition: str | None = None
+    condition: str | tuple[str, ...] | None = None
     autoencoder: str | None = None
     val_items: int = 48
 
@@ -67,6 +69,8 @@ class Diffusion(Objective):
         if (spec.condition == "none") != (o.condition is None):
             raise ConfigError("objective.options.condition (the batch item of the condition) is "
                               "needed exactly when model.condition is not 'none'")
+        if isinstance(o.condition, tuple) and spec.condition != "concat":
+            raise ConfigError("a list of condition items needs model.condition: concat")
         if self.data.spatial_dims != spec.net.spatial_dims:
             raise ConfigError(f"data.dataset {self.data.dataset!r} needs "
                               f"model.net.spatial_dims={self.data.spatial_dims}")
@@ -108,9 +112,11 @@ class Diffusion(Objective):
         mode = self.spec.condition
         if mode == "none":
             return None
-        value = batch[self.options.condition]
+        keys = self.options.condition
         if mode == "concat":
-            return Condition(concat=to_model(value.float()))
+            keys = (keys,) if isinstance(keys, str) else keys
+            return Condition(concat=to_model(torch.cat([batch[k].float() for k in keys], 1)))
+        value = batch[keys]
         if mode == "class":
             return Condition(class_labels=value.long())
         if value.ndim == 1:  # labels -> one-hot contexts (B, 1, D)
@@ -171,4 +177,9 @@ class Diffusion(Objective):
     def loss_text(self) -> str:
         return ("denoising loss E ||net(x_t, t) - target||^2, t uniform (Ho et al. 2020, "
                 f"eq. 14) on `{self.options.target}`"
-                + (f" given `{self.options.condition}`" if self.options.condition else ""))
+                + (f" given `{self._condition_text}`" if self.options.condition else ""))
+
+    @property
+    def _condition_text(self) -> str:
+        keys = self.options.condition
+        return keys if isinstance(keys, str) else " + ".join(keys)

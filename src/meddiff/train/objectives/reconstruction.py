@@ -22,7 +22,7 @@ from meddiff.nets.unet import count_parameters
 from meddiff.physics.acquisition import simulate_ct, simulate_mri
 from meddiff.physics.mri import channels_to_complex, complex_to_channels
 from meddiff.train.data import make_dataset
-from meddiff.train.objectives.base import Objective, Pair
+from meddiff.train.objectives.base import L1PairObjective, Pair
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class ReconOptions:
     val_items: int = 10 ** 6
 
 
-class ReconUNet(Objective):
+class ReconUNet(L1PairObjective):
     """Supervised residual reconstruction (see the module docstring)."""
 
     name = "recon-unet"
@@ -96,13 +96,6 @@ class ReconUNet(Objective):
 
     def pair_channels(self) -> int:
         return 2 * self.spec.channels
-
-    def pair_loss(self, pair: Pair) -> torch.Tensor:
-        return (pair.output - pair.target).abs().mean()
-
-    def loss(self, nets: Mapping[str, nn.Module], batch: dict, generator: torch.Generator,
-             step: int) -> torch.Tensor:
-        return self.pair_loss(self.pair(nets["model"], batch, generator))
 
     @torch.no_grad()
     def validate(self, nets: Mapping[str, nn.Module], spec) -> dict:
