@@ -10,14 +10,15 @@ TV weight, C3's entry level) is tuned on *validation* items, then fixed. PSNR / 
 range 1), MAE, all in the models' image space [0, 1], means over images; seconds per image on
 this machine (batch of all images, one process).
 
-- **CT** (64 px, 2.95 mm; 180 views, transmission Poisson noise at a quarter and a tenth of the
-  full dose): the low-dose FBP, a Gaussian filter and TV on it, the supervised residual UNet
+- **CT** (180 views, transmission Poisson noise; 64 px (2.95 mm) at a quarter and a tenth of
+  the full dose, 128 px (1.48 mm) at a quarter): the low-dose FBP, a Gaussian filter and TV on it, the supervised residual UNet
   ``ldct-unet-native`` (trained on the same pairs as C1), and C1 with DPM-Solver++ at 10 / 20 /
   50 steps and DDIM 50, the one-step posterior mean ``E[x | c]`` (DDIM 1), and on the first
   images the 1000-step ancestral DDPM of the paper's speed comparison.
-- **PET** (64 px; 1e5-5e5 counts per slice, MLEM): the low-count MLEM, a Gaussian filter, the
-  supervised UNets on PET and on PET + MR, and P1 with the PET-only and the PET + MR models
-  (DDIM 20, and the one-step posterior means).
+- **PET** (``--only pet``; 64 px; 1e5-5e5 counts per slice, MLEM): the low-count MLEM, a
+  Gaussian filter, the supervised UNets on PET and on PET + MR, and P1 with the PET-only and the
+  PET + MR models (DDIM 20, and the one-step posterior means); the P1 models are not bundled
+  yet, so this part takes their run directories (``--pet-model runs/pet-cddpm-64`` ...).
 - **OCT** (64 and 128 px; 1-look speckle): the noisy scan, NLM, TV, and C3 from the estimated
   speckle level (DDIM 10 and the one-call Tweedie estimate).
 """
@@ -54,19 +55,24 @@ def _diffusion(method: str, model, **opts) -> Callable[[torch.Tensor], torch.Ten
 
 
 # ------------------------------------------------------------------------------ CT (C1)
-def ct(a, doses=(0.25, 0.1)) -> list[dict]:
+#: (size px, dose): 64 px at a quarter and a tenth of the full dose, and 128 px (1.48 mm)
+CT_SETTINGS = ((64, 0.25), (64, 0.1), (128, 0.25))
+
+
+def ct(a) -> list[dict]:
     model = api.load_model(a.ct_model, device=a.device)
     unet = load(a.ct_unet, kind="regression-unet").net.eval()
     out = []
-    for dose in doses:
-        test = LowDoseCTSlices("test", size=64, doses=(dose, dose), seed=1)
-        val = LowDoseCTSlices("val", size=64, doses=(dose, dose), seed=1)
+    for size, dose in CT_SETTINGS:
+        test = LowDoseCTSlices("test", size=size, doses=(dose, dose), seed=1)
+        val = LowDoseCTSlices("val", size=size, doses=(dose, dose), seed=1)
         clean, low = stack_items(test, ("image", "lowdose"), a.n)
         vclean, vlow = stack_items(val, ("image", "lowdose"), a.n_val)
-        fwhm = _tune(lambda w: lambda x: gaussian_filter_baseline(x, w), [1.0, 1.5, 2.0, 3.0],
-                     vlow, vclean)
-        tv = _tune(lambda w: lambda x: tv_baseline(x, w), [0.02, 0.04, 0.08, 0.15], vlow, vclean)
-        t = Table(f"CT 180 views, {dose:g} x full dose, 64 px", clean)
+        fwhm = _tune(lambda w: lambda x: gaussian_filter_baseline(x, w),
+                     [0.5, 1.0, 1.5, 2.0, 3.0], vlow, vclean)
+        tv = _tune(lambda w: lambda x: tv_baseline(x, w), [0.005, 0.01, 0.02, 0.04, 0.08],
+                   vlow, vclean)
+        t = Table(f"CT 180 views, {dose:g} x full dose, {size} px ({189 / size:.2f} mm)", clean)
         print(t.setting, flush=True)
         t.add("FBP (low dose)", lambda: low, "baseline")
         t.add(f"Gaussian filter (FWHM {fwhm:g} px)",
@@ -80,14 +86,15 @@ def ct(a, doses=(0.25, 0.1)) -> list[dict]:
             name = ("C1 posterior mean (DDIM 1 step)" if steps == 1
                     else f"C1 {sampler} {steps} steps")
             t.add(name, lambda: c1(low, sampler=sampler, steps=steps), "diffusion", steps)
-        ancestral = None if a.quick else _ancestral(t, c1, low, min(a.n, a.n_ancestral))
-        t.figure(a.figures / f"denoising_ct_{int(dose * 100)}.png",
+        first = size == 64 and dose == 0.25 and not a.quick
+        ancestral = _ancestral(t, c1, low, min(a.n, a.n_ancestral)) if first else None
+        t.figure(a.figures / f"denoising_ct_{size}_{int(dose * 100)}.png",
                  ["FBP (low dose)", f"TV (weight {tv:g})",
                   "UNet (supervised)", "C1 dpmpp_2m 20 steps"
                   if not a.quick else "C1 dpmpp_2m 10 steps", "C1 posterior mean (DDIM 1 step)"],
                  index=a.n // 2)
-        out.append({**t.summary(), "dose": dose, "gaussian_fwhm_px": fwhm, "tv_weight": tv,
-                    "model": model.name, "ancestral": ancestral})
+        out.append({**t.summary(), "size": size, "dose": dose, "gaussian_fwhm_px": fwhm,
+                    "tv_weight": tv, "model": model.name, "ancestral": ancestral})
     return out
 
 
@@ -146,7 +153,7 @@ def oct(a, sizes=(64, 128)) -> list[dict]:
         tv = _tune(lambda w: lambda x: tv_baseline(x, w), [0.05, 0.1, 0.15, 0.2], vnoisy, vclean)
         level = _tune(lambda v: lambda x: api.denoise(model, x, method="oct", sampler="tweedie",
                                                       level=v),
-                      [0.5, 0.75, 1.0, 1.25, 1.5], vnoisy, vclean)
+                      [1.0, 1.25, 1.5, 2.0, 2.5], vnoisy, vclean)
         t = Table(f"OCT 1-look speckle, {size} px", clean)
         print(t.setting, f"(C3 entry level {level:g} x the estimated speckle std)", flush=True)
         t.add("noisy", lambda: noisy, "baseline")
@@ -167,7 +174,8 @@ def oct(a, sizes=(64, 128)) -> list[dict]:
 # ------------------------------------------------------------------------------ report
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", nargs="+", choices=("ct", "pet", "oct"), default=["ct", "pet", "oct"])
+    p.add_argument("--only", nargs="+", choices=("ct", "pet", "oct"), default=["ct", "oct"],
+                   help="parts to run (pet: once its models are trained, see --pet-model)")
     p.add_argument("--n", type=int, default=16, help="test images per setting")
     p.add_argument("--n-val", type=int, default=16, help="validation images for the tuning")
     p.add_argument("--n-ancestral", type=int, default=4,

@@ -117,6 +117,8 @@ def test_speckle_std_estimate_is_within_ten_percent_on_unseen_scans():
     (dict(method="ddim", steps=0, sigma=0.1), "--steps must be >= 1"),
     (dict(method="oct", level=-1.0), "--level must be > 0"),
     (dict(method="ldct", sampler="euler"), "unknown sampler 'euler'"),
+    (dict(method="ldct", sigma=0.1), "--sigma does not apply to --method ldct"),
+    (dict(method="oct", mr=torch.full((1, 1, 4, 4), 0.5)), "--mr applies to --method pet"),
 ])
 def test_bad_options_are_refused_in_one_line(kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -145,7 +147,7 @@ def test_prior_methods_need_sigma_and_an_unconditional_model():
 def test_every_denoising_method_is_registered_with_its_system():
     rows = registry.methods("denoising")
     assert {n: i.system for n, i in rows.items()} == {
-        "tweedie": None, "ddim": None, "ddpm": None, "ldct": "C1", "oct": "C3", "pet": "P1"}
+        "tweedie": None, "ddim": None, "ddpm": None, "ldct": "C1", "oct": "C3", "pet": None}
     assert rows["pet"].default_model == "pet-cddpm-64"
 
 

@@ -41,7 +41,7 @@ from meddiff.train.run import export, load_run_config, train
 from meddiff.train.trainer import Trainer
 from meddiff.zoo.kinds import (AutoencoderSpec, ClassifierSpec, DiffusionSpec, FeatureEncoderSpec,
                                ReconUNetSpec, RegressionUNetSpec, SegUNetSpec)
-from meddiff.zoo.store import load
+from meddiff.zoo.store import build, load
 from ddp_env import as_rank, free_port
 
 TINY_FEATURES = (4, 4, 8, 8, 8, 4)
@@ -450,8 +450,12 @@ def test_export_round_trip_reproduces_outputs_and_writes_the_card(tmp_path):
     assert stored.kind == "diffusion" and stored.spec == cfg.model
     assert stored.card["training"]["steps"] == 4 and "val_loss" in stored.card["validation"]
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 700])
-    half = {k: v.half().float() for k, v in run.net.state_dict().items()}
-    run.net.load_state_dict(half)  # the store keeps float16 weights
+    torch.manual_seed(cfg.train.seed)  # the start weights, rebuilt as training began
+    start = build("diffusion", cfg.model).state_dict()
+    share = 0.5 ** 4  # ema_decay ** steps: the start's share in the run's EMA
+    expected = {k: ((v - share * start[k]) / (1 - share) if v.is_floating_point() else v)
+                for k, v in run.net.state_dict().items()}
+    run.net.load_state_dict({k: v.half().float() for k, v in expected.items()})  # fp16 store
     assert torch.equal(stored.net(x, t), run.net(x, t))
     text = (tmp_path / "zoo" / "tiny.md").read_text()
     assert text.startswith("# tiny\n") and "- **Training**: 4 steps, batch 4" in text

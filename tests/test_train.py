@@ -23,7 +23,7 @@ from meddiff.train.checkpoint import (TrainState, load_checkpoint, load_model_we
                                       save_checkpoint)
 from meddiff.train.config import TrainConfig
 from meddiff.train.distributed import ShardedBatchSampler
-from meddiff.train.ema import EMA
+from meddiff.train.ema import EMA, without_start
 from meddiff.train.trainer import NonFiniteLossError, Trainer, learning_rate
 from meddiff.zoo.runs import latest_checkpoint
 from ddp_env import as_rank, free_port
@@ -147,6 +147,13 @@ def test_ema_golden_values():
     other.load_state_dict(ema.state_dict())
     other.copy_to(model)
     assert model.weight.item() == pytest.approx(1.39, abs=1e-6)
+    # without the start (1.0): weights 0.1 * 0.9 on theta_1 = 2 and 0.1 on theta_2 = 4,
+    # normalised: (0.18 + 0.4) / 0.19
+    start = {"weight": torch.ones(1, 1), "count": torch.tensor(0)}
+    out = without_start(ema.state_dict(), start, 0.9, 2)
+    assert out["weight"].item() == pytest.approx(0.58 / 0.19, abs=1e-6)
+    assert out["count"].item() == 2  # buffers as they are
+    assert without_start(ema.state_dict(), start, 0.9, 0)["weight"].item() == pytest.approx(1.39)
 
 
 class Killed(RuntimeError):

@@ -8,11 +8,13 @@
     md.reconstruct_file("t1.nii.gz", "recon.nii.gz", method="score-mri", acceleration=4)
     md.detect_file("flair.nii.gz", "anomaly.nii.gz", method="wolleb")
     md.segment_file("flair.nii.gz", "lesion.nii.gz", samples=8)
+    md.denoise_file("lowdose_ct.nii.gz", "ct.nii.gz", method="ldct")   # C1; pet: P1, oct: C3
+    md.translate_file("t1.nii.gz", "t2w.nii.gz", target="t2w")         # T1
 
 File-level functions (``sample_files``, ``denoise_file``, ``reconstruct_file``, ``detect_file``,
-``segment_file``, ``run_demo``) check everything before they write, write their outputs and
-return the dict the CLI prints. ``denoise_file``, ``reconstruct_file``, ``detect_file`` and
-``segment_file`` also write ``<out>.json`` (model, version, options, seed, input, results; the
+``segment_file``, ``translate_file``, ``run_demo``) check everything before they write, write
+their outputs and return the dict the CLI prints. The per-file tasks (all but ``sample_files``
+and ``run_demo``) also write ``<out>.json`` (model, version, options, seed, input, results; the
 options rerun the output exactly) and take a folder as ``input`` (``out`` is then a folder,
 finished outputs are skipped; :mod:`meddiff.tasks.batch`). Files with patient geometry are
 read as the models' training sections (axial, rows anterior -> posterior, columns left ->

@@ -29,17 +29,27 @@ from meddiff.tasks.outputs import Grid, check_outputs, output_paths, to_file_gri
 from meddiff.zoo.store import LoadedModel
 
 DEFAULT_METHOD = "tweedie"
+#: the methods whose network takes the noisy image (and P1's MR) as condition channels
+CONDITIONAL = ("ldct", "pet")
 
 
 def check_options(method: str, sampler=None, steps=None, samples=None, level=None, seed=0,
-                  batch_size=None) -> dict:
+                  batch_size=None, sigma=None, mr: bool = False) -> dict:
     """The keyword options of ``method`` that are set
-    (:func:`~meddiff.tasks.options.method_options`); ``--level`` must be > 0."""
+    (:func:`~meddiff.tasks.options.method_options`); ``--level`` must be > 0, ``sigma`` in
+    (0, 1) and given only to the methods that use it, an MR image only to P1."""
     kw = method_options("denoising", method, dict(sampler=sampler, steps=steps, samples=samples,
                                                   level=level, seed=seed,
                                                   batch_size=batch_size))
     if level is not None and not level > 0:
         raise InputError(f"--level must be > 0, got {level}")
+    if sigma is not None and not 0 < sigma < 1:
+        raise ConfigError(f"sigma must be in (0, 1) (image-space noise std), got {sigma}")
+    if sigma is not None and method in CONDITIONAL:
+        raise InputError(f"--sigma does not apply to --method {method} (its network reads the "
+                         "noise from the image)")
+    if mr and method != "pet":
+        raise InputError(f"--mr applies to --method pet, not {method}")
     return kw
 
 
@@ -56,7 +66,7 @@ def _check_model(model: LoadedModel, method: str, mr: bool) -> None:
     if spec.intensity != "unit" or spec.net.spatial_dims != 2:
         raise InputError(f"denoising needs a real-valued 2D diffusion model; {model.name} is "
                          f"{spec.intensity}-valued {spec.net.spatial_dims}D")
-    given = (1 + int(mr)) if method in ("ldct", "pet") else 0
+    given = (1 + int(mr)) if method in CONDITIONAL else 0
     takes = spec.net.in_channels - spec.net.out_channels if spec.condition == "concat" else 0
     if given != takes:
         what = {0: "no condition (an unconditional prior)", 1: "the noisy image as condition",
@@ -81,10 +91,9 @@ def denoise(model: LoadedModel, images: torch.Tensor, sigma: float | None = None
     images go through the network at a time (None: all); one generator seeded by ``seed`` serves
     every batch, so the stochastic methods depend on it. ``progress``: a bar over the batches.
     """
-    kw = check_options(method, sampler, steps, samples, level, seed, batch_size)
+    kw = check_options(method, sampler, steps, samples, level, seed, batch_size, sigma,
+                       mr is not None)
     _check_model(model, method, mr is not None)
-    if sigma is not None and not 0 < sigma < 1:
-        raise ConfigError(f"sigma must be in (0, 1) (image-space noise std), got {sigma}")
     if mr is not None and mr.shape != images.shape:
         raise InputError(f"the MR image has {tuple(mr.shape)} slices, the PET {tuple(images.shape)}:"
                          " they must share one grid")
@@ -124,7 +133,8 @@ def denoise_file(input: str | os.PathLike, out: str | os.PathLike, sigma: float 
     outputs are replaced only with ``overwrite``, an input never
     (:func:`~meddiff.tasks.outputs.check_outputs`); the files appear together or not at all.
     """
-    check_options(method, sampler, steps, samples, level, seed, batch_size)
+    check_options(method, sampler, steps, samples, level, seed, batch_size, sigma,
+                  mr is not None)
     target, png = check_outputs(output_paths(out, ".png"), [input], overwrite)
     loaded = load_model(model or default_model(method, mr is not None), device=device)
     _check_model(loaded, method, mr is not None)

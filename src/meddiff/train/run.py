@@ -43,6 +43,7 @@ from meddiff.train.cards import write_card
 from meddiff.train.checkpoint import TrainState, load_checkpoint
 from meddiff.train.config import TrainConfig
 from meddiff.train.data import DataConfig, write_data_split
+from meddiff.train.ema import without_start
 from meddiff.train.objectives import Objective, get
 from meddiff.train.trainer import PRIMARY, Trainer
 from meddiff.zoo.kinds import get_kind
@@ -186,19 +187,24 @@ def training_facts(cfg: RunConfig, state: TrainState) -> dict[str, Any]:
             "machine": _machine()}
 
 
-def _trained(objective: Objective, state: TrainState) -> dict[str, nn.Module]:
-    """The objective's networks holding the checkpoint's EMA weights (eval mode, CPU)."""
-    nets = objective.networks()
+def _trained(objective: Objective, state: TrainState, cfg: RunConfig) -> dict[str, nn.Module]:
+    """The objective's networks holding the checkpoint's EMA weights without the share of the
+    start weights (:func:`~meddiff.train.ema.without_start`; the start is rebuilt exactly as
+    training began: seeded initialisation, or ``train.init_from``), eval mode, CPU."""
+    start = _initialised(_networks(objective, cfg.train.seed), cfg, resume=False)
     weights = {PRIMARY: state.ema, **{n: part.ema for n, part in state.others.items()}}
+    nets = objective.networks()
     for name, net in nets.items():
-        net.load_state_dict(weights[name])
+        net.load_state_dict(without_start(weights[name], start[name].state_dict(),
+                                          cfg.train.ema_decay, state.step))
         net.eval().requires_grad_(False)
     return nets
 
 
 def export(cfg_or_run_dir: RunConfig | str | Path, name: str, dest: str | Path,
            card_dir: str | Path | None = None, reproduce: str | None = None) -> Path:
-    """Write the EMA weights of a finished (or interrupted) run to the store as
+    """Write the EMA weights (their start share removed, :func:`_trained`) of a finished (or
+    interrupted) run to the store as
     ``dest/NAME.{json,safetensors}`` (float16 where the kind allows) with its card, and the
     markdown card ``card_dir/NAME.md`` (default: beside the weights). Validation metrics are
     computed here. ``reproduce``: the card's command line (default: ``meddiff train`` on the
@@ -210,7 +216,7 @@ def export(cfg_or_run_dir: RunConfig | str | Path, name: str, dest: str | Path,
         state = load_checkpoint(cfg_or_run_dir)
         cfg = run_config(state.config.get("run", {}), str(cfg_or_run_dir))
     objective = make_objective(cfg)
-    nets = _trained(objective, state)
+    nets = _trained(objective, state, cfg)
     net = nets[PRIMARY]
     spec = objective.final_spec(net)
     card = {"summary": cfg.card.summary, "description": cfg.card.description,

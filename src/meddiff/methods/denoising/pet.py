@@ -5,7 +5,9 @@ probabilistic model", arXiv 2209.06167: the reference-count PET image is sampled
 conditioned on the low-count PET image, and in their "PET+MR" variant also on the co-registered
 MR image, both concatenated to the state as input channels (their sec. II.B). Here 2D; the MR
 variant is its own model (trained with the MR channel, :data:`MR_MODEL`), as in the paper. The
-paper's optional data-consistency term on the low-count data is not implemented.
+paper's optional data-consistency term on the low-count data is not implemented. Not yet
+registered as P1: its models (``configs/pet-cddpm-64.yaml``, ``configs/pet-mr-cddpm-64.yaml``)
+are not bundled, so ``--method pet`` needs ``--model RUN_DIR``.
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ def condition_channels(noisy: Noisy) -> torch.Tensor:
     return noisy.images if noisy.mr is None else torch.cat([noisy.images, noisy.mr], 1)
 
 
-@register("pet", family="denoising", system="P1", default_model="pet-cddpm-64",
-          options=("sampler", "steps"),
-          summary="P1 low-count PET: conditional DDPM given the PET (and MR with --mr)")
+@register("pet", family="denoising", default_model="pet-cddpm-64", options=("sampler", "steps"),
+          summary="low-count PET after P1: conditional DDPM given the PET (and MR with --mr); "
+                  "its models are not bundled yet")
 def pet(model, noisy: Noisy, sampler: str = "ddim", steps: int = 20) -> torch.Tensor:
     """Reference-count estimate of low-count PET ``noisy.images`` (B, 1, H, W) in [0, 1]
     (activity / the uptake scale of the training data) given ``noisy.mr`` when the model takes
