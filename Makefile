@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/reconstruction.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/segmentation.py
+	$(BIN)/python bench/denoising.py
+	$(BIN)/python bench/translation.py --n 8 --n-fd 48
 	$(BIN)/python bench/resolution.py
 	$(BIN)/python bench/ct_resolution.py
 	$(BIN)/python bench/noisy.py

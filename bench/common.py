@@ -84,8 +84,9 @@ def psnr_one(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def stack_items(ds, keys: tuple[str, ...], n: int) -> list[torch.Tensor]:
-    """The first ``n`` items of ``ds`` stacked per key: [(n, C, H, W), ...]."""
-    items = [ds[i] for i in range(n)]
+    """The first ``n`` items of ``ds`` (all of them if it has fewer) stacked per key:
+    [(n, C, H, W), ...]."""
+    items = [ds[i] for i in range(min(n, len(ds)))]
     return [torch.stack([it[k] for it in items]) for k in keys]
 
 

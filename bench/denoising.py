@@ -61,7 +61,7 @@ CT_SETTINGS = ((64, 0.25), (64, 0.1), (128, 0.25))
 
 def ct(a) -> list[dict]:
     model = api.load_model(a.ct_model, device=a.device)
-    unet = load(a.ct_unet, kind="regression-unet").net.eval()
+    unet = load(a.ct_unet_model, kind="regression-unet").net.eval()
     out = []
     for size, dose in CT_SETTINGS:
         test = LowDoseCTSlices("test", size=size, doses=(dose, dose), seed=1)
@@ -92,7 +92,7 @@ def ct(a) -> list[dict]:
                  ["FBP (low dose)", f"TV (weight {tv:g})",
                   "UNet (supervised)", "C1 dpmpp_2m 20 steps"
                   if not a.quick else "C1 dpmpp_2m 10 steps", "C1 posterior mean (DDIM 1 step)"],
-                 index=a.n // 2)
+                 index=len(clean) // 2)
         out.append({**t.summary(), "size": size, "dose": dose, "gaussian_fwhm_px": fwhm,
                     "tv_weight": tv, "model": model.name, "ancestral": ancestral})
     return out
@@ -123,7 +123,7 @@ def pet(a) -> list[dict]:
     t.add("MLEM (low count)", lambda: low, "baseline")
     t.add(f"Gaussian filter (FWHM {fwhm:g} px)", lambda: gaussian_filter_baseline(low, fwhm),
           "baseline")
-    for tag, name in (("PET", a.pet_unet), ("PET + MR", a.pet_mr_unet)):
+    for tag, name in (("PET", a.pet_unet_model), ("PET + MR", a.pet_mr_unet_model)):
         unet = load(name, kind="regression-unet").net.eval()
         source = low if tag == "PET" else torch.cat([low, mr], 1)
         t.add(f"UNet (supervised, {tag})", lambda: unet(source), "supervised")
