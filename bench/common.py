@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import textwrap
 import time
 from pathlib import Path
 from typing import Callable
@@ -73,7 +74,8 @@ class Table:
 
     def figure(self, path: Path, names: list[str], index: int) -> None:
         cols = [("reference", self.reference[index, 0])]
-        cols += [(f"{n}\n{psnr_one(self.outs[n][index], self.reference[index]):.1f} dB",
+        cols += [(f"{textwrap.fill(n, 24)}\n"
+                  f"{psnr_one(self.outs[n][index], self.reference[index]):.1f} dB",
                   self.outs[n][index, 0]) for n in names if n in self.outs]
         save_panel(path, cols, suptitle=self.setting)
 
@@ -109,3 +111,12 @@ def markdown(doc: dict) -> str:
                       f"{r['nfe']} | {r['seconds_per_image']:.3f} |" for r in rows]
             lines.append("")
     return "\n".join(lines)
+
+
+def write_tables(out: Path, stem: str, doc: dict, figures: Path) -> None:
+    """``out/STEM.json`` (:func:`write_results`) and its tables as ``out/STEM.md``
+    (:func:`markdown`)."""
+    write_results(out / f"{stem}.json", doc, figures)
+    text = markdown(doc)
+    atomic_write(out / f"{stem}.md", lambda fh: fh.write(text.encode()))
+

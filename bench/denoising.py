@@ -32,12 +32,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from common import Table, markdown, run_header, stack_items, write_results
+from common import Table, run_header, stack_items, write_tables
 from meddiff import api
 from meddiff.data.modalities import LowDoseCTSlices
 from meddiff.data.oct import OCTScans, nlm_baseline, tv_baseline
 from meddiff.data.pet import PETSlices, gaussian_filter_baseline
-from meddiff.data.writers import atomic_write
 from meddiff.eval.metrics import psnr_batch
 from meddiff.zoo.store import load
 
@@ -201,10 +200,7 @@ def main() -> None:
         for name in a.only:
             doc["results"][name] = parts[name](a)
     doc["seconds"] = round(time.perf_counter() - start, 1)
-    stem = "denoising" + ("_quick" if a.quick else "")
-    write_results(a.out / f"{stem}.json", doc, a.figures)
-    text = markdown(doc)
-    atomic_write(a.out / f"{stem}.md", lambda fh: fh.write(text.encode()))
+    write_tables(a.out, "denoising" + ("_quick" if a.quick else ""), doc, a.figures)
 
 
 if __name__ == "__main__":

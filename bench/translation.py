@@ -23,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-from common import Table, markdown, run_header, stack_items, write_results
+from common import Table, run_header, stack_items, write_tables
 from meddiff import api
 from meddiff.data.modalities import TranslationPairs
-from meddiff.data.writers import atomic_write
 from meddiff.eval.frechet import feature_stats, frechet_distance
 from meddiff.zoo.store import load
 
@@ -96,10 +95,7 @@ def main() -> None:
                      [r["method"] for r in t.rows], index=n // 2)
             doc["results"]["t1w-t2w"].append(summary)
     doc["seconds"] = round(time.perf_counter() - start, 1)
-    stem = "translation" + ("_quick" if a.quick else "")
-    write_results(a.out / f"{stem}.json", doc, a.figures)
-    text = markdown(doc)
-    atomic_write(a.out / f"{stem}.md", lambda fh: fh.write(text.encode()))
+    write_tables(a.out, "translation" + ("_quick" if a.quick else ""), doc, a.figures)
 
 
 if __name__ == "__main__":
