@@ -2,6 +2,7 @@
 table of image-to-image methods (denoising, translation)."""
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import textwrap
@@ -15,6 +16,8 @@ from meddiff.data.writers import atomic_write
 from meddiff.device import resolve_device
 from meddiff.eval.figures import save_panel
 from meddiff.eval.metrics import psnr_batch, ssim_batch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_header(command: str, device: str) -> dict:
@@ -111,6 +114,17 @@ def markdown(doc: dict) -> str:
                       f"{r['nfe']} | {r['seconds_per_image']:.3f} |" for r in rows]
             lines.append("")
     return "\n".join(lines)
+
+
+def parse_with_outputs(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse ``p`` with the options every table bench shares: ``--device``, ``--out`` (the
+    results folder) and ``--figures`` (created)."""
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
+    a = p.parse_args()
+    a.figures.mkdir(parents=True, exist_ok=True)
+    return a
 
 
 def write_tables(out: Path, stem: str, doc: dict, figures: Path) -> None:

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from common import Table, run_header, stack_items, write_tables
+from common import Table, parse_with_outputs, run_header, stack_items, write_tables
 from meddiff import api
 from meddiff.data.modalities import LowDoseCTSlices
 from meddiff.data.oct import OCTScans, nlm_baseline, tv_baseline
@@ -40,7 +39,6 @@ from meddiff.data.pet import PETSlices, gaussian_filter_baseline
 from meddiff.eval.metrics import psnr_batch
 from meddiff.zoo.store import load
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tune(make: Callable[[float], Callable], grid: list[float], noisy, clean) -> float:
@@ -185,11 +183,7 @@ def main() -> None:
                           ("ct-unet", "ldct-unet-native"), ("pet-unet", "pet-unet-64"),
                           ("pet-mr-unet", "pet-mr-unet-64")):
         p.add_argument(f"--{name}-model", default=default, help="bundled name or run dir")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
-    a = p.parse_args()
-    a.figures.mkdir(parents=True, exist_ok=True)
+    a = parse_with_outputs(p)
     start = time.perf_counter()
     command = "python bench/denoising.py " + " ".join(
         f"--only {' '.join(a.only)}" if k == "only" else f"--{k.replace('_', '-')} {v}"

@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
-from common import Table, run_header, stack_items, write_tables
+from common import Table, parse_with_outputs, run_header, stack_items, write_tables
 from meddiff import api
 from meddiff.data.modalities import TranslationPairs
 from meddiff.eval.frechet import feature_stats, frechet_distance
 from meddiff.zoo.store import load
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def pairs(size: int, n: int, seed: int) -> list[torch.Tensor]:
@@ -72,11 +70,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer rows (a smoke run)")
     p.add_argument("--model", default="t1w-t2w-cddpm-native")
     p.add_argument("--unet", default="t1w-t2w-unet-native")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
-    a = p.parse_args()
-    a.figures.mkdir(parents=True, exist_ok=True)
+    a = parse_with_outputs(p)
     start = time.perf_counter()
     command = f"python bench/translation.py --n {a.n} --n-fd {a.n_fd}" + (
         " --quick" if a.quick else "")

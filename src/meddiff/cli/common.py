@@ -186,6 +186,18 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def applies_to(option: str, rows: list[dict], method_defaults: dict) -> str:
+    """``; for anoddpm (250), latent``: the methods whose registration takes ``option``
+    (``rows``: :func:`meddiff.api.method_rows` of one family), with their defaults."""
+    def shown(value) -> str:
+        return value if isinstance(value, str) else f"{value:g}"
+
+    users = [m["method"] + (f" ({shown(method_defaults[m['method']][option])})"
+                            if option in method_defaults[m["method"]] else "")
+             for m in rows if option in m["options"]]
+    return f"; for {', '.join(users)}"
+
+
 def call(func: Callable, args: argparse.Namespace) -> Any:
     """``func(**options)`` with every parsed option whose name is a parameter of ``func``
     (``--coil-mode`` -> ``coil_mode``): a verb's options are its API call's arguments by name."""

@@ -9,8 +9,8 @@ import argparse
 
 from meddiff import api
 from meddiff.cli.common import (FOLDER_INPUT, FOLDER_OUT, MAX_BATCH, MAX_SAMPLES, MAX_STEPS,
-                                bounded_float, bounded_int, call, common_options, defaults,
-                                example, finite_float, overwrite_option, print_runs,
+                                applies_to, bounded_float, bounded_int, call, common_options,
+                                defaults, example, finite_float, overwrite_option, print_runs,
                                 resize_option)
 
 HELP = "denoise a 2D image or every slice of a volume (Gaussian, low-dose CT, PET, OCT)"
@@ -25,13 +25,6 @@ OPTIONS = {
     "level": (bounded_float(None, 10.0), "entry noise as a multiple of the estimated speckle "
                                         "std"),
 }
-
-
-def _applies(option: str, rows: list[dict], method_defaults: dict) -> str:
-    users = [m["method"] + (f" ({method_defaults[m['method']][option]})"
-                            if option in method_defaults[m["method"]] else "")
-             for m in rows if option in m["options"]]
-    return f"; for {', '.join(users)}"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -51,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "channel (loads the PET + MR model)")
     for option, (kind, text) in OPTIONS.items():
         p.add_argument(f"--{option}", type=kind, default=d[option],
-                       help=text + _applies(option, rows, per_method))
+                       help=text + applies_to(option, rows, per_method))
     p.add_argument("--model", default=d["model"],
                    help="bundled name, NAME.json, or run dir (default: "
                         + ", ".join(f"{m['default_model']} for {m['method']}" for m in rows)

@@ -16,8 +16,8 @@ import json
 
 from meddiff import api
 from meddiff.cli.common import (FOLDER_INPUT, FOLDER_OUT, MAX_BATCH, MAX_SAMPLES, MAX_SCALE,
-                                MAX_SMOOTH_PX, MAX_STEPS, bounded_float, bounded_int, call,
-                                common_options, defaults, example, finite_float,
+                                MAX_SMOOTH_PX, MAX_STEPS, applies_to, bounded_float, bounded_int,
+                                call, common_options, defaults, example, finite_float,
                                 overwrite_option, print_runs, resize_option)
 
 HELP = "unsupervised anomaly (lesion) maps with a healthy diffusion prior"
@@ -38,14 +38,6 @@ OPTIONS = {
 }
 
 
-def _applies(option: str, rows: list[dict], method_defaults: dict) -> str:
-    """``for anoddpm (250), latent``: the methods taking ``option``, with their defaults."""
-    users = [m["method"] + (f" ({method_defaults[m['method']][option]:g})"
-                            if option in method_defaults[m["method"]] else "")
-             for m in rows if option in m["options"]]
-    return f"; for {', '.join(users)}"
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     d, per_method = defaults(api.detect_file), api.method_defaults("detection")
     rows = [m for m in api.method_rows() if m["family"] == "detection" and m["kind"] != "modifier"]
@@ -64,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         + ")")
     for option, (kind, text) in OPTIONS.items():
         p.add_argument(f"--{option}", type=kind, default=d[option],
-                       help=text + _applies(option, rows, per_method))
+                       help=text + applies_to(option, rows, per_method))
     p.add_argument("--batch-size", type=bounded_int(None, MAX_BATCH), default=d["batch_size"],
                    help="slices per network batch (the stochastic methods' results depend on it)")
     resize_option(p)

@@ -92,6 +92,11 @@ class NoiseSchedule:
         frac = ((lo - log_ab_target) / (lo - hi)).clamp(0, 1)
         return (idx - 1).double() + frac - 1
 
+    def step_at_sigma_ve(self, sigma: float) -> float:
+        """The integer training time nearest to :meth:`t_from_sigma_ve` of ``sigma``, clamped
+        to [0, T-1]: where a state with VE noise std ``sigma`` enters the reverse process."""
+        return float(self.t_from_sigma_ve(sigma).round().clamp(0, self.num_steps - 1))
+
     # -- forward process ----------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample ``x_t ~ q(x_t | x_0)`` (Ho et al. 2020, eq. 4) with the given noise.

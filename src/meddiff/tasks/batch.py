@@ -71,6 +71,15 @@ def file_task(task: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]
     return decorate
 
 
+def batches(n: int, size: int | None, desc: str, progress: bool = False) -> Iterator[slice]:
+    """Slices of ``n`` items, ``size`` at a time (None: all at once), with a bar over them
+    (stderr) when ``progress``."""
+    step = size or max(1, n)
+    for start in tqdm(range(0, n, step), desc=desc, unit="batch", leave=False,
+                      disable=not progress):
+        yield slice(start, start + step)
+
+
 def is_input_folder(path) -> bool:
     """Whether ``path`` is a folder of inputs: a folder that holds no DICOM file itself (a
     folder that does is one DICOM series)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 import torch
-from tqdm.auto import tqdm
 
 from meddiff.data.writers import save_nifti
 from meddiff.errors import ConfigError, InputError
@@ -22,7 +21,7 @@ from meddiff.eval.figures import save_panel
 from meddiff.methods import registry
 from meddiff.methods.denoising.interface import Noisy
 from meddiff.methods.denoising.pet import MR_MODEL
-from meddiff.tasks.batch import file_task
+from meddiff.tasks.batch import batches, file_task
 from meddiff.tasks.inputs import DEFAULT_MODEL, load_model, read_slices
 from meddiff.tasks.options import bundled_or_error, method_options
 from meddiff.tasks.outputs import Grid, check_outputs, output_paths, to_file_grid
@@ -99,12 +98,10 @@ def denoise(model: LoadedModel, images: torch.Tensor, sigma: float | None = None
                          " they must share one grid")
     fn, den = registry.get("denoising", method), model.denoiser
     gen = torch.Generator(den.device).manual_seed(int(seed))
-    step = batch_size or max(1, len(images))
     out = []
-    for i in tqdm(range(0, len(images), step), desc="denoise", unit="batch", leave=False,
-                  disable=not progress):
-        part = None if mr is None else mr[i:i + step].to(den.device)
-        noisy = Noisy(images[i:i + step].to(den.device), sigma, part, gen)
+    for part in batches(len(images), batch_size, "denoise", progress):
+        noisy = Noisy(images[part].to(den.device), sigma,
+                      None if mr is None else mr[part].to(den.device), gen)
         out.append(fn(den, noisy, **kw))
     return torch.cat(out)
 

@@ -14,7 +14,6 @@ import os
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from meddiff.data.modalities import CT_WINDOW_HU
 from meddiff.data.writers import save_nifti
@@ -22,7 +21,7 @@ from meddiff.errors import InputError
 from meddiff.eval.figures import save_panel
 from meddiff.methods import registry
 from meddiff.methods.translation.paired import DIFFUSION_MODEL, TARGETS, UNET_MODEL
-from meddiff.tasks.batch import file_task
+from meddiff.tasks.batch import batches, file_task
 from meddiff.tasks.inputs import load_model, read_slices
 from meddiff.tasks.options import bundled_or_error, method_options
 from meddiff.tasks.outputs import Grid, check_outputs, output_paths, to_file_grid
@@ -51,7 +50,7 @@ def load_network(method: str, name: str, device: str = "auto"):
         stored = load(name, kind="regression-unet")
         net = stored.net.eval()
         size = stored.spec.image_size
-        return net, stored.name, 16, size, (size, 4 * size)
+        return net, stored.name, stored.spec.divisor, size, (size, 4 * size)
     model = load_model(name, device=device)
     if model.spec.condition != "concat" or model.spec.net.in_channels != 2:
         raise InputError(f"--method {method} needs a diffusion model conditioned on one source "
@@ -72,10 +71,8 @@ def translate(net, images: torch.Tensor, method: str = DEFAULT_METHOD,
     fn = registry.get("translation", method)
     dev = getattr(net, "device", None) or next(net.parameters()).device
     gen = torch.Generator(dev).manual_seed(int(seed))
-    step = batch_size or max(1, len(images))
-    return torch.cat([fn(net, images[i:i + step].to(dev), generator=gen, **kw)
-                      for i in tqdm(range(0, len(images), step), desc="translate",
-                                    unit="batch", leave=False, disable=not progress)])
+    return torch.cat([fn(net, images[part].to(dev), generator=gen, **kw)
+                      for part in batches(len(images), batch_size, "translate", progress)])
 
 
 @file_task("translate")

@@ -143,6 +143,11 @@ class RegressionUNetSpec:
     image_size: int = 64
     data: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def divisor(self) -> int:
+        """What the image sides must be divisible by: MONAI's BasicUNet halves four times."""
+        return 16
+
     def __post_init__(self) -> None:
         if not 1 <= self.out_channels <= self.in_channels:
             raise ConfigError("a regression-unet needs 1 <= out_channels <= in_channels, got "

@@ -52,8 +52,7 @@ def noise_time(model, sigma: float) -> float:
     is ``2 sigma`` in model space [-1, 1]), clamped to [0, T-1]."""
     if not 0 < sigma < 1:
         raise ConfigError(f"sigma must be in (0, 1) (image-space noise std), got {sigma}")
-    t0 = model.schedule.t_from_sigma_ve(2 * sigma).round()
-    return float(t0.clamp(0, model.schedule.num_steps - 1))
+    return model.schedule.step_at_sigma_ve(2 * sigma)
 
 
 @torch.no_grad()

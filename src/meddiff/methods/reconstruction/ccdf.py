@@ -27,8 +27,7 @@ def warm_start_time(schedule, noise: float) -> float:
     noise * z``), the same start on every schedule. ``noise`` must be > 0."""
     if not noise > 0:
         raise InputError(f"the warm-start noise level must be > 0, got {noise}")
-    t = schedule.t_from_sigma_ve(noise).round().clamp(0, schedule.num_steps - 1)
-    return float(t)
+    return schedule.step_at_sigma_ve(noise)
 
 
 @register("warm-start", family="reconstruction", system="R8", modifier=True,
