@@ -194,7 +194,8 @@ def main() -> None:
         for name in a.only:
             doc["results"][name] = parts[name](a)
     doc["seconds"] = round(time.perf_counter() - start, 1)
-    write_tables(a.out, "denoising" + ("_quick" if a.quick else ""), doc, a.figures)
+    stem = "denoising" if a.only == ["ct", "oct"] else "_".join(["denoising", *a.only])
+    write_tables(a.out, stem + ("_quick" if a.quick else ""), doc, a.figures)
 
 
 if __name__ == "__main__":

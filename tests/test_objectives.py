@@ -446,16 +446,21 @@ def test_export_round_trip_reproduces_outputs_and_writes_the_card(tmp_path):
     assert (tmp_path / "out" / "config.yaml").is_file()
     json_path = export(tmp_path / "out", "tiny", tmp_path / "zoo")
     stored = load(json_path)
-    run = load(tmp_path / "out")  # the run dir: EMA weights in float32
+    run = load(tmp_path / "out")  # the run dir: its averaged weights in float32
     assert stored.kind == "diffusion" and stored.spec == cfg.model
     assert stored.card["training"]["steps"] == 4 and "val_loss" in stored.card["validation"]
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 700])
     torch.manual_seed(cfg.train.seed)  # the start weights, rebuilt as training began
     start = build("diffusion", cfg.model).state_dict()
+    kept = load_file(str(tmp_path / "out" / "start.safetensors"))
+    assert all(torch.equal(kept[k], v) for k, v in start.items())
     share = 0.5 ** 4  # ema_decay ** steps: the start's share in the run's EMA
+    ema = load_file(str(tmp_path / "out" / "ckpt" / "last" / "ema.safetensors"))
     expected = {k: ((v - share * start[k]) / (1 - share) if v.is_floating_point() else v)
-                for k, v in run.net.state_dict().items()}
-    run.net.load_state_dict({k: v.half().float() for k, v in expected.items()})  # fp16 store
+                for k, v in ema.items()}
+    averaged = run.net.state_dict()
+    assert all(torch.allclose(averaged[k], v, atol=1e-6) for k, v in expected.items())
+    run.net.load_state_dict({k: v.half().float() for k, v in averaged.items()})  # fp16 store
     assert torch.equal(stored.net(x, t), run.net(x, t))
     text = (tmp_path / "zoo" / "tiny.md").read_text()
     assert text.startswith("# tiny\n") and "- **Training**: 4 steps, batch 4" in text

@@ -184,6 +184,11 @@ def test_exact_resume_after_kill(tmp_path, bf16):
     assert summary["start_step"] == 6 and summary["steps"] == 12
     assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
     assert states_equal(straight.ema.state_dict(), resumed.ema.state_dict())
+    # the inference average removes the *first* segment's start weights (kept in out_dir),
+    # not the differently seeded network the resumed trainer was built with
+    averages = [load_file(str(latest_checkpoint(c) / "average.safetensors"))
+                for c in (straight.out_dir, cfg_b.out_dir)]
+    assert states_equal(*averages)
     assert list(straight.history) == list(resumed.history)
     opt_a, opt_b = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(states_equal(opt_a[i], opt_b[i]) for i in opt_a)
@@ -249,7 +254,8 @@ def test_checkpoint_is_pickle_free_and_complete(tmp_path):
     trainer.fit()
     last = latest_checkpoint(cfg.out_dir)
     names = sorted(p.name for p in last.iterdir())
-    assert names == ["ema.safetensors", "model.safetensors", "state.json", "state.safetensors"]
+    assert names == ["average.safetensors", "ema.safetensors", "model.safetensors", "state.json",
+                     "state.safetensors"]
     for p in last.iterdir():
         head = p.read_bytes()[:2]
         assert head not in (b"\x80\x02", b"\x80\x04", b"\x80\x05", b"PK")  # pickle / torch zip

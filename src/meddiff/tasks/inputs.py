@@ -38,7 +38,7 @@ _log = logging.getLogger(__name__)
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL,
                device: str = "auto") -> LoadedModel:
     """A diffusion model: a bundled name (:func:`meddiff.zoo.catalogue.bundled`), a saved
-    ``NAME.json`` pair, or a training ``out_dir`` (its latest EMA weights), on ``device``
+    ``NAME.json`` pair, or a training ``out_dir`` (its latest averaged weights), on ``device``
     (``auto`` | ``cpu`` | ``cuda``). bf16 autocast is on for CPU inference where the CPU has
     bfloat16 instructions (:func:`~meddiff.device.bf16_is_fast`), float32 elsewhere."""
     dev = resolve_device(device)

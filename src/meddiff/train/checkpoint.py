@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from meddiff.errors import InputError
-from meddiff.zoo.runs import latest_checkpoint
+from meddiff.zoo.runs import AVERAGE_WEIGHTS, latest_checkpoint
 
 FORMAT = "meddiff-train-checkpoint/1"
 
@@ -58,7 +58,9 @@ class TrainState:
 
     ``rng`` maps a name to a torch generator state (uint8 tensor, see :func:`rng_state`) or a
     numpy bit-generator state (dict). ``optimizer`` is ``optimizer.state_dict()`` of the primary
-    network; ``others`` holds the further networks by name.
+    network; ``others`` holds the further networks by name. ``average``: the primary network's
+    inference weights (its EMA without the start weights' share), written for the store and
+    not read back.
     """
 
     step: int
@@ -70,6 +72,7 @@ class TrainState:
     config: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     others: dict[str, NetState] = field(default_factory=dict)
+    average: dict[str, torch.Tensor] | None = None
 
 
 def rng_state(gen: torch.Generator | np.random.Generator) -> RngState:
@@ -165,6 +168,8 @@ def _write_dir(target: Path, state: TrainState) -> None:
     save_file(_unshared(state.model), str(target / "model.safetensors"))
     if state.ema is not None:
         save_file(_unshared(state.ema), str(target / "ema.safetensors"))
+    if state.average is not None:
+        save_file(_unshared(state.average), str(target / AVERAGE_WEIGHTS))
     for name, net in state.others.items():
         save_file(_unshared(net.model), str(target / f"{name}.model.safetensors"))
         save_file(_unshared(net.ema), str(target / f"{name}.ema.safetensors"))

@@ -47,18 +47,21 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from tqdm import tqdm
 
 from meddiff.config import to_dict
+from meddiff.data.writers import atomic_write
 from meddiff.device import bf16_is_fast
 from meddiff.errors import ConfigError, InputError, MeddiffError
 from meddiff.train import distributed as dist_utils
 from meddiff.train.checkpoint import NetState, TrainState, load_checkpoint, save_checkpoint
 from meddiff.train.config import TrainConfig
 from meddiff.train.distributed import STREAM_GLOBAL, STREAM_LOSS, STREAM_WORKERS, derive_seed
-from meddiff.train.ema import EMA
+from meddiff.train.ema import EMA, without_start
 from meddiff.train.logs import RunLogger, require_logger
-from meddiff.zoo.runs import latest_checkpoint
+from meddiff.zoo.runs import START_WEIGHTS, latest_checkpoint
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]
 UpdateFn = Callable[[Mapping[str, nn.Module], Any, torch.Generator, int], torch.Tensor]
@@ -233,6 +236,10 @@ class Trainer:
                                                    weight_decay=config.weight_decay)
                            for name, params in self._params.items() if params}
         self.emas = {name: EMA(m, config.ema_decay) for name, m in self.models.items()}
+        # the primary network's start weights: the EMA's share of them is removed from the
+        # inference weights of every checkpoint (None: a resumed run that did not keep them)
+        self._start: dict[str, torch.Tensor] | None = {
+            k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(derive_seed(config.seed, STREAM_LOSS, self.ctx.rank))
         self._global_rng = self._seeded_global_rng()
@@ -320,8 +327,12 @@ class Trainer:
         others = {name: NetState(m.state_dict(), self.emas[name].state_dict(),
                                  self.optimizers[name].state_dict())
                   for name, m in self.models.items() if name != self.primary}
+        self._keep_start()
+        ema = self.ema.state_dict()
+        average = None if self._start is None else without_start(
+            ema, self._start, self.config.ema_decay, self.step)
         state = TrainState(
-            step=self.step, model=self.model.state_dict(), ema=self.ema.state_dict(),
+            step=self.step, model=self.model.state_dict(), ema=ema, average=average,
             optimizer=self.optimizer.state_dict(), rng=rng, history=list(self.history),
             config={"train": to_dict(self.config), "run": self.run_config},
             extra={"world_size": self.ctx.world_size, "device": self.device.type,
@@ -331,9 +342,18 @@ class Trainer:
         self.last_checkpoint = (path, self.step)
         return path
 
+    def _keep_start(self) -> None:
+        """Write the start weights to ``out_dir`` once (rank 0)."""
+        path = self.out_dir / START_WEIGHTS
+        if self._start is not None and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda fh: fh.write(safetensors_bytes(self._start)))
+
     def load(self, path: str | Path) -> int:
         """Restore the full training state from a checkpoint (or out_dir); returns the step."""
         state = load_checkpoint(path)
+        start = self.out_dir / START_WEIGHTS
+        self._start = load_file(str(start)) if start.is_file() else None
         saved_nets = {self.primary, *state.others}
         if saved_nets != set(self.models):
             raise InputError(f"{path}: checkpoint holds networks {sorted(saved_nets)}, this run "

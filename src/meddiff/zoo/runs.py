@@ -1,16 +1,20 @@
 """Layout of a training run directory, shared by the trainer (which writes it) and the store
-(which loads a run's latest EMA weights as a model)::
+(which loads a run's latest averaged weights as a model)::
 
     out_dir/model.json            the model document (kind, spec, card) of the network trained
+    out_dir/start.safetensors     the primary network's weights before the first step
     out_dir/ckpt/last/            the newest complete checkpoint
     out_dir/ckpt/previous/        the one before it
         model.safetensors  ema.safetensors  state.safetensors  state.json
+        average.safetensors       the EMA without its share of the start weights (inference)
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 RUN_SPEC = "model.json"
+START_WEIGHTS = "start.safetensors"
+AVERAGE_WEIGHTS = "average.safetensors"
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.safetensors", "state.json")
 
 

@@ -4,8 +4,8 @@
 card (training facts) and the stored dtype; the safetensors file holds the weights, in float16
 where the kind allows (halving the bundle; loaded back into float32 parameters). Nothing is
 pickled. Bundled models live flat in ``meddiff/zoo/weights``; :func:`load` also takes a path
-to any other pair or a training run's ``out_dir`` (its latest EMA weights,
-:mod:`meddiff.zoo.runs`). Listing without torch: :mod:`meddiff.zoo.catalogue`.
+to any other pair or a training run's ``out_dir`` (its latest EMA weights without the share of
+the start weights, :mod:`meddiff.zoo.runs`). Listing without torch: :mod:`meddiff.zoo.catalogue`.
 
 Every spec is bounded before a network is built (:func:`check_bounds`: widths, levels,
 blocks, schedule steps, image size and a parameter estimate), so a document or a run config
@@ -32,7 +32,7 @@ from meddiff.errors import ConfigError, InputError
 from meddiff.data.writers import atomic_write
 from meddiff.zoo.catalogue import FORMAT, read_document, resolve
 from meddiff.zoo.kinds import DiffusionSpec, get_kind, kind_of
-from meddiff.zoo.runs import RUN_SPEC, latest_checkpoint
+from meddiff.zoo.runs import AVERAGE_WEIGHTS, RUN_SPEC, latest_checkpoint
 
 
 @dataclass
@@ -172,11 +172,12 @@ def save(path: str | Path, net: nn.Module, spec: Any, card: dict[str, Any] | Non
 
 
 def _weights_for(json_path: Path, doc: dict) -> Path:
-    if json_path.name == RUN_SPEC:  # a training run: EMA weights of the latest checkpoint
+    if json_path.name == RUN_SPEC:  # a training run: the latest checkpoint's averaged weights
         ckpt = latest_checkpoint(json_path.parent)
         if ckpt is None:
             raise InputError(f"{json_path.parent}: training run has no checkpoint yet")
-        return ckpt / "ema.safetensors"
+        average = ckpt / AVERAGE_WEIGHTS  # runs from before it was written: the plain EMA
+        return average if average.is_file() else ckpt / "ema.safetensors"
     return json_path.with_name(doc["weights"])
 
 
@@ -186,7 +187,7 @@ def _name(json_path: Path) -> str:
 
 def load(name_or_path: str | os.PathLike, kind: str | None = None,
          device: str | torch.device = "cpu") -> Stored:
-    """Load a bundled model by name, a saved pair, or a training run (EMA weights).
+    """Load a bundled model by name, a saved pair, or a training run (its averaged weights).
 
     ``kind``: the kind the caller needs (one-line InputError when the model is another kind).
     Unknown names, missing or corrupt files, a spec beyond :func:`check_bounds` or one that
