@@ -46,11 +46,24 @@ def test_conditional_methods_draw_the_exact_conditional_distribution(method, sam
     g = torch.Generator().manual_seed(0)
     c = 0.5 + 0.3 * (torch.rand(1, 1, 4, 4, generator=g) - 0.5)  # image space
     reps = 2000
+    one = {"samples": 1} if method == "pet" else {}
     out = denoise(_conditional(1), c.expand(reps, -1, -1, -1), method=method, sampler=sampler,
-                  steps=steps, seed=1)
+                  steps=steps, seed=1, **one)
     mean, std, m = _stats(out, c, reps)
     assert (mean - m).abs().max() < 0.012  # 4 standard errors of S / sqrt(2000)
     assert ((std / S) - 1).abs().max() < 0.1
+
+
+def test_pet_averages_independent_samples_by_default():
+    """The mean of 4 exact conditional samples: the same mean, half the spread."""
+    g = torch.Generator().manual_seed(0)
+    c = 0.5 + 0.3 * (torch.rand(1, 1, 4, 4, generator=g) - 0.5)
+    reps = 2000
+    out = denoise(_conditional(1), c.expand(reps, -1, -1, -1), method="pet",
+                  sampler="dpmpp_2m", steps=50, seed=1)
+    mean, std, m = _stats(out, c, reps)
+    assert (mean - m).abs().max() < 0.006  # 4 standard errors of S / 2 / sqrt(2000)
+    assert ((std / (S / 2)) - 1).abs().max() < 0.1
 
 
 def test_pet_with_mr_passes_both_channels_in_order():

@@ -11,6 +11,7 @@ import torch
 from meddiff.data.crops import RandomCrops, window, window_starts
 from meddiff.data.datasets import BrainSlices
 from meddiff.data.randomize import RandomizeConfig, randomized_mr
+from meddiff.data.reuse import ReusedDraws
 from meddiff.errors import ConfigError
 from meddiff.train.data import DataConfig, make_dataset
 from tiny_model import TINY, save_tiny
@@ -51,6 +52,40 @@ def test_random_crops_cut_every_aligned_tensor_at_one_window():
     ds.set_epoch(1)
     assert ds.dataset.epoch == 1                                    # forwarded
     assert not all(torch.equal(ds[i]["image"], again[i]["image"]) for i in range(10))
+
+
+class _Counted(torch.utils.data.Dataset):
+    """Items that are a function of (epoch, index) and count how often they were rendered."""
+
+    def __init__(self):
+        self.epoch, self.renders = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> dict:
+        self.renders += 1
+        return {"image": torch.full((1, 2, 2), 10.0 * self.epoch + i)}
+
+
+def test_reused_draws_serve_one_draw_for_several_epochs_and_render_it_once():
+    ds = ReusedDraws(_Counted(), every=3)
+    seen = {}
+    for epoch in range(7):
+        ds.set_epoch(epoch)
+        seen[epoch] = [float(ds[i]["image"][0, 0, 0]) for i in (5, 0, 3, 0)]
+    assert seen[0] == seen[1] == seen[2] == [5.0, 0.0, 3.0, 0.0]  # the source's epoch 0
+    assert seen[3] == seen[5] == [15.0, 10.0, 13.0, 10.0] and seen[6][0] == 25.0
+    assert ds.dataset.renders == 3 * 3  # 3 draws of 3 distinct items, each rendered once
+    assert ReusedDraws(_Counted(), every=1)[4]["image"].sum() == 16.0
+    assert isinstance(make_dataset(DataConfig(length=8, reuse_epochs=2), 64), ReusedDraws)
+    assert not isinstance(make_dataset(DataConfig(length=8, reuse_epochs=2), 64, split="val"),
+                          ReusedDraws)
+    with pytest.raises(ConfigError, match="reuse_epochs must be >= 1"):
+        DataConfig(reuse_epochs=0)
 
 
 def test_windows_pad_images_smaller_than_the_window():

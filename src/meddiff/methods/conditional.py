@@ -22,16 +22,21 @@ def check_sampler(sampler: str, choices: tuple[str, ...] = SAMPLERS) -> None:
 
 @torch.no_grad()
 def sample_given(model, condition01: torch.Tensor, sampler: str = "dpmpp_2m", steps: int = 20,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, samples: int = 1) -> torch.Tensor:
     """A sample of the conditional model ``p(x | c)`` from pure noise in ``steps`` steps of
     ``sampler``, the condition ``c`` = ``condition01`` (B, Cc, H, W) in [0, 1] concatenated to
-    the state in model space (as trained, :mod:`meddiff.train.objectives.diffusion`).
-    Returns (B, 1, H, W) in [0, 1], CPU. ``ddpm`` with ``steps = T`` is the 1000-step ancestral
-    sampling of the papers; ``ddim`` with one step returns the posterior mean ``E[x | c]``
-    (the x0 prediction from pure noise)."""
+    the state in model space (as trained, :mod:`meddiff.train.objectives.diffusion`);
+    ``samples > 1``: the mean of that many independent samples, a Monte-Carlo estimate of the
+    posterior mean ``E[x | c]`` (the MMSE estimate). Returns (B, 1, H, W) in [0, 1], CPU.
+    ``ddpm`` with ``steps = T`` is the 1000-step ancestral sampling of the papers; ``ddim`` with
+    one step returns the network's own estimate of ``E[x | c]`` (the x0 prediction from pure
+    noise)."""
     check_sampler(sampler)
+    if samples < 1:
+        raise InputError(f"samples must be >= 1, got {samples}")
     cond = Condition(concat=to_model(condition01))
     shape = (len(condition01), 1, *condition01.shape[-2:])
-    x = generate(model, shape, sampler=sampler, steps=steps, generator=generator,
-                 device=condition01.device, cond=cond)
-    return from_model(x).clamp(0, 1).cpu()
+    draws = [from_model(generate(model, shape, sampler=sampler, steps=steps, generator=generator,
+                                 device=condition01.device, cond=cond)).clamp(0, 1)
+             for _ in range(samples)]
+    return torch.stack(draws).mean(0).cpu()

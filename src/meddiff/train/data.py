@@ -21,6 +21,7 @@ from meddiff.data.lesions import LESIONS_EVAL, LESIONS_TRAIN, LesionConfig
 from meddiff.data.modalities import (ComplexBrainSlices, HeadCTSlices, LowDoseCTSlices,
                                      TranslationPairs)
 from meddiff.data.pet import PETSlices
+from meddiff.data.reuse import ReusedDraws
 from meddiff.data.mri_signal import CONTRASTS
 from meddiff.data.oct import OCTScans
 from meddiff.errors import ConfigError
@@ -83,7 +84,9 @@ class DataConfig(FilesOptions):
     (:class:`~meddiff.data.crops.RandomCrops`), so a fully convolutional prior trains at ``S`` px
     cost and applies at every one of those pixel sizes and image sizes; validation items are the
     whole slices at the largest R. ``randomize`` (``brain_slices``): the probability of a
-    domain-randomised item (:mod:`meddiff.data.randomize`).
+    domain-randomised item (:mod:`meddiff.data.randomize`). ``reuse_epochs``: serve each draw of
+    the training set for that many epochs from memory (:mod:`meddiff.data.reuse`; for sources
+    that cost as much as a training step, e.g. ``pet_slices``).
     """
 
     dataset: Dataset2D = "brain_slices"
@@ -96,6 +99,7 @@ class DataConfig(FilesOptions):
     render_sizes: tuple[int, ...] = ()
     randomize: float = 0.0
     domains: tuple[str, str] = ("T1w", "T2w")
+    reuse_epochs: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,6 +109,8 @@ class DataConfig(FilesOptions):
                               f"data.paths applies to dataset files, not {self.dataset}")
         if self.length < 1:
             raise ConfigError(f"length must be >= 1, got {self.length}")
+        if self.reuse_epochs < 1:
+            raise ConfigError(f"reuse_epochs must be >= 1, got {self.reuse_epochs}")
         if self.dataset == "lesion_pairs" and self.lesions is None:
             raise ConfigError("dataset lesion_pairs needs a lesions preset")
         if self.lesions is not None and self.dataset not in ("brain_slices", "lesion_pairs"):
@@ -162,13 +168,16 @@ def make_dataset(d: DataConfig, size: int, split: str = "train", augment: bool |
     (for validation metrics; for ``files``: the validation files), by default without
     augmentation and with every section and contrast once; ``augment`` / ``length`` override
     that. With ``render_sizes``: training items are random ``size`` windows of slices rendered
-    at one of those sizes, held-out items the whole slices at the largest."""
-    if not d.render_sizes:
-        return _dataset(d, size, split, augment, length)
+    at one of those sizes, held-out items the whole slices at the largest. ``reuse_epochs``
+    applies to the training split only."""
     if split != "train":
-        return _dataset(d, max(d.render_sizes), split, augment, length)
-    scales = [_dataset(d, r, split, augment, length) for r in d.render_sizes]
-    return RandomCrops(MixedScales(scales, d.seed), size, d.seed)
+        return _dataset(d, max(d.render_sizes or (size,)), split, augment, length)
+    if not d.render_sizes:
+        ds = _dataset(d, size, split, augment, length)
+    else:
+        scales = [_dataset(d, r, split, augment, length) for r in d.render_sizes]
+        ds = RandomCrops(MixedScales(scales, d.seed), size, d.seed)
+    return ReusedDraws(ds, d.reuse_epochs) if d.reuse_epochs > 1 else ds
 
 
 def _dataset(d: DataConfig, size: int, split: str, augment: bool | None,
