@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 from tqdm import tqdm
 
 from meddiff.config import to_dict
@@ -327,7 +327,6 @@ class Trainer:
         others = {name: NetState(m.state_dict(), self.emas[name].state_dict(),
                                  self.optimizers[name].state_dict())
                   for name, m in self.models.items() if name != self.primary}
-        self._keep_start()
         ema = self.ema.state_dict()
         average = None if self._start is None else without_start(
             ema, self._start, self.config.ema_decay, self.step)
@@ -342,12 +341,11 @@ class Trainer:
         self.last_checkpoint = (path, self.step)
         return path
 
-    def _keep_start(self) -> None:
-        """Write the start weights to ``out_dir`` once (rank 0)."""
+    def _write_start(self) -> None:
+        """Keep the start weights in ``out_dir`` (rank 0; a run from step 0 replaces them)."""
         path = self.out_dir / START_WEIGHTS
-        if self._start is not None and not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda fh: fh.write(safetensors_bytes(self._start)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda fh: fh.write(safetensors_bytes(self._start)))
 
     def load(self, path: str | Path) -> int:
         """Restore the full training state from a checkpoint (or out_dir); returns the step."""
@@ -527,6 +525,8 @@ class Trainer:
         """
         self._resume(resume)
         cfg, main = self.config, self.ctx.is_main
+        if self.step == 0 and main:
+            self._write_start()
         start = self.step
         extra = self._log_columns()
         logger = RunLogger(cfg.logger, self.out_dir, start, extra) if main else None
