@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gaussian_oracle import random_gaussian, sample_stats
-from meddiff.core.guidance import ClassifierFreeGuidance
+from meddiff.core.guidance import ClassifierFreeGuidance, GradientGuidance
 from meddiff.core.model import Condition, Denoiser
 from meddiff.core.samplers import generate
 from meddiff.core.schedule import NoiseSchedule
@@ -124,3 +124,30 @@ def test_guided_sampling_draws_the_tilted_gaussian(world, sampler, steps, opts):
     assert (m - mu_w).abs().max() < 0.03, (m, mu_w)          # standard error ~0.009
     assert (c - cov).abs().max() < 0.04, (c, cov)
     assert (means[1] - mu_w).abs().max() > 0.5               # guidance really moved the mean
+
+
+# ------------------------------------------------------------------------------ gradient guidance
+class _ConstEps(nn.Module):
+    """eps = 0.4 everywhere: at t = 500 the x0 estimate of x_t = 0 is far below -1."""
+
+    def forward(self, x, t):
+        return torch.full_like(x, 0.4)
+
+
+def test_gradient_guidance_shifts_x0_with_eps_and_keeps_the_base_clipping():
+    sched, t = NoiseSchedule("linear"), 500.0
+    x = torch.zeros(2, 1, 4, 4)
+    lp = lambda x_t, t: -((x_t - 1.0) ** 2).sum((1, 2, 3))  # noqa: E731  (pulls x_t up)
+    ab = float(sched.alpha_bar(torch.tensor(t)))
+    raw, clipped = Denoiser(_ConstEps(), sched), Denoiser(_ConstEps(), sched, clip_x0=(-1.0, 1.0))
+    for den in (raw, clipped):  # scale 0: the base prediction itself
+        same, base = GradientGuidance(den, lp, 0.0).predict(x, t), den.predict(x, t)
+        assert torch.equal(same.x0, base.x0) and torch.equal(same.eps, base.eps)
+    guided = GradientGuidance(raw, lp, 0.5).predict(x, t)
+    # eps_hat = eps - 0.5 sqrt(1 - abar) grad, grad = -2 (x - 1) = 2; x0 from eps_hat at the same x
+    eps_hat = 0.4 - 0.5 * (1 - ab) ** 0.5 * 2.0
+    assert torch.allclose(guided.eps, torch.full_like(x, eps_hat), atol=1e-6)
+    assert torch.allclose(guided.x0, -((1 - ab) ** 0.5) * guided.eps / ab ** 0.5, atol=1e-5)
+    assert float(guided.x0.max()) > 1.0  # the shift is large: unclipped it leaves [-1, 1]
+    assert torch.equal(GradientGuidance(clipped, lp, 0.5).predict(x, t).x0,
+                       guided.x0.clamp(-1.0, 1.0))

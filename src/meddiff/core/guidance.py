@@ -17,11 +17,18 @@ LogProb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class _Wrapped(DenoiserWrapper):
-    """Guides return a prediction built from a modified noise estimate."""
+    """Guides return the base prediction with a modified noise estimate ``eps``; the clean
+    estimate moves with it at the same ``x_t``:
+    ``x0 = x0_base - sqrt((1 - abar_t) / abar_t) (eps - eps_base)``, clipped where the base
+    denoiser clips (``clip_x0``: a guided linear-schedule prior would otherwise decode without
+    the clipping its DDIM needs). Written as a shift of the base estimate, an unchanged ``eps``
+    returns the base prediction exactly, also near ``t = T`` where ``1 / sqrt(abar_t)`` is
+    huge (the v-parametrised cosine priors)."""
 
-    def _prediction_from_eps(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> Prediction:
+    def _shifted(self, x_t: torch.Tensor, t, base: Prediction, eps: torch.Tensor) -> Prediction:
         ab = _bcast(self.schedule.alpha_bar(torch.as_tensor(t)), x_t)
-        return Prediction(eps=eps, x0=(x_t - (1 - ab).sqrt() * eps) / ab.sqrt())
+        x0 = base.x0 - ((1 - ab) / ab).sqrt() * (eps - base.eps)
+        return Prediction(eps=eps, x0=x0 if self.clip_x0 is None else x0.clamp(*self.clip_x0))
 
 
 class GradientGuidance(_Wrapped):
@@ -47,11 +54,11 @@ class GradientGuidance(_Wrapped):
         return g
 
     def predict(self, x_t: torch.Tensor, t, cond: Condition | None = None) -> Prediction:
-        eps = self.model.predict(x_t, t, cond).eps
+        base = self.model.predict(x_t, t, cond)
         if self.scale == 0:
-            return self._prediction_from_eps(x_t, t, eps)
+            return base
         s = _bcast(self.schedule.sigma_vp(torch.as_tensor(t)), x_t)
-        return self._prediction_from_eps(x_t, t, eps - self.scale * s * self.gradient(x_t, t))
+        return self._shifted(x_t, t, base, base.eps - self.scale * s * self.gradient(x_t, t))
 
 
 def classifier_log_prob(classifier: Callable[..., torch.Tensor], target: torch.Tensor) -> LogProb:
@@ -83,8 +90,10 @@ class ClassifierFreeGuidance(_Wrapped):
                                                     (cond.context, self.null.context))])
         t2 = torch.as_tensor(t)
         t2 = t2.repeat(2) if t2.ndim == 1 else t2
-        eps_c, eps_u = self.model.predict(torch.cat([x_t, x_t]), t2, both).eps.chunk(2)
-        return self._prediction_from_eps(x_t, t, (1 + self.scale) * eps_c - self.scale * eps_u)
+        pred = self.model.predict(torch.cat([x_t, x_t]), t2, both)
+        (eps_c, eps_u), (x0_c, _) = pred.eps.chunk(2), pred.x0.chunk(2)
+        return self._shifted(x_t, t, Prediction(eps=eps_c, x0=x0_c),
+                             (1 + self.scale) * eps_c - self.scale * eps_u)
 
 
 def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
