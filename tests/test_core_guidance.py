@@ -134,7 +134,7 @@ class _ConstEps(nn.Module):
         return torch.full_like(x, 0.4)
 
 
-def test_gradient_guidance_shifts_x0_with_eps_and_keeps_the_base_clipping():
+def test_gradient_guidance_shifts_x0_with_eps_from_the_clipped_base_estimate():
     sched, t = NoiseSchedule("linear"), 500.0
     x = torch.zeros(2, 1, 4, 4)
     lp = lambda x_t, t: -((x_t - 1.0) ** 2).sum((1, 2, 3))  # noqa: E731  (pulls x_t up)
@@ -148,6 +148,7 @@ def test_gradient_guidance_shifts_x0_with_eps_and_keeps_the_base_clipping():
     eps_hat = 0.4 - 0.5 * (1 - ab) ** 0.5 * 2.0
     assert torch.allclose(guided.eps, torch.full_like(x, eps_hat), atol=1e-6)
     assert torch.allclose(guided.x0, -((1 - ab) ** 0.5) * guided.eps / ab ** 0.5, atol=1e-5)
-    assert float(guided.x0.max()) > 1.0  # the shift is large: unclipped it leaves [-1, 1]
-    assert torch.equal(GradientGuidance(clipped, lp, 0.5).predict(x, t).x0,
-                       guided.x0.clamp(-1.0, 1.0))
+    # clipped base: the same shift, added to the clipped estimate (-1) and not clipped again
+    shift = -((1 - ab) / ab) ** 0.5 * (eps_hat - 0.4)
+    got = GradientGuidance(clipped, lp, 0.5).predict(x, t).x0
+    assert torch.allclose(got, torch.full_like(x, -1.0 + shift), atol=1e-5) and shift > 2.0

@@ -19,16 +19,16 @@ LogProb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class _Wrapped(DenoiserWrapper):
     """Guides return the base prediction with a modified noise estimate ``eps``; the clean
     estimate moves with it at the same ``x_t``:
-    ``x0 = x0_base - sqrt((1 - abar_t) / abar_t) (eps - eps_base)``, clipped where the base
-    denoiser clips (``clip_x0``: a guided linear-schedule prior would otherwise decode without
-    the clipping its DDIM needs). Written as a shift of the base estimate, an unchanged ``eps``
-    returns the base prediction exactly, also near ``t = T`` where ``1 / sqrt(abar_t)`` is
-    huge (the v-parametrised cosine priors)."""
+    ``x0 = x0_base - sqrt((1 - abar_t) / abar_t) (eps - eps_base)``. As in Dhariwal & Nichol's
+    reference sampler (``condition_score``), the shift starts from the base estimate *after*
+    the base denoiser's clipping (``clip_x0``; a linear-schedule prior needs it for a stable
+    DDIM) and is not clipped again. Written as a shift, an unchanged ``eps`` returns the base
+    prediction exactly, also near ``t = T`` where ``1 / sqrt(abar_t)`` is huge (the
+    v-parametrised cosine priors)."""
 
     def _shifted(self, x_t: torch.Tensor, t, base: Prediction, eps: torch.Tensor) -> Prediction:
         ab = _bcast(self.schedule.alpha_bar(torch.as_tensor(t)), x_t)
-        x0 = base.x0 - ((1 - ab) / ab).sqrt() * (eps - base.eps)
-        return Prediction(eps=eps, x0=x0 if self.clip_x0 is None else x0.clamp(*self.clip_x0))
+        return Prediction(eps=eps, x0=base.x0 - ((1 - ab) / ab).sqrt() * (eps - base.eps))
 
 
 class GradientGuidance(_Wrapped):

@@ -142,8 +142,8 @@ class Denoiser:
 
 class DenoiserWrapper:
     """Base of objects that wrap a :class:`Denoiser` and change its ``predict`` (guidance,
-    measurement gradients): forwards ``schedule``, ``nfe``, ``device`` and ``clip_x0`` so every
-    sampler accepts the wrapper in place of the denoiser."""
+    measurement gradients): forwards ``schedule``, ``nfe`` and ``device`` so every sampler
+    accepts the wrapper in place of the denoiser."""
 
     def __init__(self, model: "Denoiser | DenoiserWrapper"):
         self.model = model
@@ -159,8 +159,3 @@ class DenoiserWrapper:
     @property
     def device(self) -> torch.device:
         return self.model.device
-
-    @property
-    def clip_x0(self) -> tuple[float, float] | None:
-        """The wrapped denoiser's bounds of the clean-sample estimate (None: no clipping)."""
-        return self.model.clip_x0
