@@ -15,10 +15,10 @@ this machine (batch of all images, one process).
   ``ldct-unet-native`` (trained on the same pairs as C1), and C1 with DPM-Solver++ at 10 / 20 /
   50 steps and DDIM 50, the one-step posterior mean ``E[x | c]`` (DDIM 1), and on the first
   images the 1000-step ancestral DDPM of the paper's speed comparison.
-- **PET** (``--only pet``; 64 px; 1e5-5e5 counts per slice, MLEM): the low-count MLEM, a
-  Gaussian filter, the supervised UNets on PET and on PET + MR, and P1 with the PET-only and the
-  PET + MR models (DDIM 20, and the one-step posterior means); the P1 models are not bundled
-  yet, so this part takes their run directories (``--pet-model runs/pet-cddpm-64`` ...).
+- **PET** (``--only pet``, its own table ``denoising_pet``; 64 px; 1e5-5e5 counts per slice,
+  MLEM): the low-count MLEM, a Gaussian filter, the supervised UNets on PET and on PET + MR,
+  and P1 with the PET-only and the PET + MR models (DDIM 20: one sample as in the paper and the
+  mean of four, the default; and the one-step posterior means).
 - **OCT** (64 and 128 px; 1-look speckle): the noisy scan, NLM, TV, and C3 from the estimated
   speckle level (DDIM 10 and the one-call Tweedie estimate).
 """

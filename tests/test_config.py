@@ -20,8 +20,7 @@ from meddiff.zoo.kinds import get_kind
 ROOT = Path(__file__).resolve().parents[1]
 #: configs without bundled weights (yet): experiments, P1 (#11, undertrained here) and the
 #: T1 targets other than T2w
-UNBUNDLED = {"mri-complex-64", "pet-cddpm-64", "pet-mr-cddpm-64", "pet-unet-64",
-             "pet-mr-unet-64", "t1w-flair-cddpm-native", "t1w-flair-unet-native",
+UNBUNDLED = {"mri-complex-64", "t1w-flair-cddpm-native", "t1w-flair-unet-native",
              "t1w-ct-cddpm-native", "t1w-ct-unet-native"}
 
 

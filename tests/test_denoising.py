@@ -160,7 +160,7 @@ def test_prior_methods_need_sigma_and_an_unconditional_model():
 def test_every_denoising_method_is_registered_with_its_system():
     rows = registry.methods("denoising")
     assert {n: i.system for n, i in rows.items()} == {
-        "tweedie": None, "ddim": None, "ddpm": None, "ldct": "C1", "oct": "C3", "pet": None}
+        "tweedie": None, "ddim": None, "ddpm": None, "ldct": "C1", "oct": "C3", "pet": "P1"}
     assert rows["pet"].default_model == "pet-cddpm-64"
 
 

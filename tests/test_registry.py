@@ -39,7 +39,7 @@ def test_every_registered_system_is_in_the_catalogue_and_the_works_set_is_derive
     assert carried <= set(ids)
     works = {s.id for s in registry.SYSTEMS if registry.status(s.id) == "works"}
     assert works == carried == {"R5", "R7", "R8", "R9", "C1", "C2", "C3",
-                                "C4", "T1", "D1", "D2", "D3", "D4", "G2"}
+                                "C4", "P1", "T1", "D1", "D2", "D3", "D4", "G2"}
     r8 = next(s for s in registry.SYSTEMS if s.id == "R8")
     r1 = next(s for s in registry.SYSTEMS if s.id == "R1")
     assert registry.status_text(r8) == "works" and registry.status_text(r1) == "planned (#12)"

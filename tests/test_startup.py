@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-WORKS = {"R5", "R7", "R8", "R9", "C1", "C2", "C3", "C4", "T1", "D1", "D2", "D3", "D4", "G2"}
+WORKS = {"R5", "R7", "R8", "R9", "C1", "C2", "C3", "C4", "P1", "T1", "D1", "D2", "D3", "D4", "G2"}
 
 #: runs the CLI in a fresh interpreter, then prints which heavy modules got imported
 PROBE = """

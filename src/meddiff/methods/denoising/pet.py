@@ -4,10 +4,9 @@ Gong, Johnson, El Fakhri, Li & Guo 2022, "PET image denoising based on 3D denois
 probabilistic model", arXiv 2209.06167: the reference-count PET image is sampled from a DDPM
 conditioned on the low-count PET image, and in their "PET+MR" variant also on the co-registered
 MR image, both concatenated to the state as input channels (their sec. II.B). Here 2D; the MR
-variant is its own model (trained with the MR channel, :data:`MR_MODEL`), as in the paper. The
-paper's optional data-consistency term on the low-count data is not implemented. Not yet
-registered as P1: its models (``configs/pet-cddpm-64.yaml``, ``configs/pet-mr-cddpm-64.yaml``)
-are not bundled, so ``--method pet`` needs ``--model RUN_DIR``.
+variant is its own model (trained with the MR channel, :data:`MR_MODEL`), as in the paper.
+Deviation: the estimate is the mean of :data:`SAMPLES` samples, not one sample. The paper's
+optional data-consistency term on the low-count data is not implemented.
 """
 from __future__ import annotations
 
@@ -20,8 +19,8 @@ from meddiff.methods.registry import register
 #: the bundled PET + MR model, the default when an MR image is given
 MR_MODEL = "pet-mr-cddpm-64"
 #: posterior samples averaged: the paper draws one; at counts this low one sample carries the
-#: posterior's spread (two samples differ by 27.2 dB PSNR) and the mean of four was 2.0 dB
-#: closer to the reference on 8 validation slices (29.4 vs 27.3 dB, a 1500-step model)
+#: posterior's spread, and the mean of four is 1.3-1.6 dB closer to the reference on the test
+#: slices of bench/denoising.py (PET 29.07 vs 27.75 dB, PET + MR 30.41 vs 28.79)
 SAMPLES = 4
 
 
@@ -30,10 +29,10 @@ def condition_channels(noisy: Noisy) -> torch.Tensor:
     return noisy.images if noisy.mr is None else torch.cat([noisy.images, noisy.mr], 1)
 
 
-@register("pet", family="denoising", default_model="pet-cddpm-64",
+@register("pet", family="denoising", system="P1", default_model="pet-cddpm-64",
           options=("sampler", "steps", "samples"),
-          summary="low-count PET after P1: conditional DDPM given the PET (and MR with --mr); "
-                  "its models are not bundled yet")
+          summary="P1 low-count PET: conditional DDPM given the PET (and the MR with --mr), "
+                  "samples averaged")
 def pet(model, noisy: Noisy, sampler: str = "ddim", steps: int = 20,
         samples: int = SAMPLES) -> torch.Tensor:
     """Reference-count estimate of low-count PET ``noisy.images`` (B, 1, H, W) in [0, 1]
