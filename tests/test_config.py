@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: configs without bundled weights (yet): experiments, P1 (#11, undertrained here) and the
 #: T1 targets other than T2w
 UNBUNDLED = {"mri-complex-64", "t1w-flair-cddpm-native", "t1w-flair-unet-native",
-             "t1w-ct-cddpm-native", "t1w-ct-unet-native"}
+             "t1w-ct-cddpm-native", "t1w-ct-unet-native", "t2w-prior-64"}
 
 
 @dataclass
