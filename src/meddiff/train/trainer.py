@@ -328,8 +328,8 @@ class Trainer:
                                  self.optimizers[name].state_dict())
                   for name, m in self.models.items() if name != self.primary}
         ema = self.ema.state_dict()
-        average = None if self._start is None else without_start(
-            ema, self._start, self.config.ema_decay, self.step)
+        average = None if self._start is None or not self.config.ema_decay else without_start(
+            ema, self._start, self.config.ema_decay, self.step)  # decay 0: the EMA is the model
         state = TrainState(
             step=self.step, model=self.model.state_dict(), ema=ema, average=average,
             optimizer=self.optimizer.state_dict(), rng=rng, history=list(self.history),
